@@ -1,0 +1,266 @@
+"""Settings from the environment and the TOML file named by ``RFM_CONFIG``.
+
+Every key has a default; an unknown key or a bad value stops start-up with a
+``ConfigError`` that names the setting, so a typo never silently runs with defaults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INTERACTION_KINDS = ("live_view", "comment", "message", "like", "share", "review", "click")
+DIMENSIONS = ("r", "f", "m", "i")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    currency: str = "TWD"
+    currency_decimals: int = 2
+    max_amount: int = 10_000_000  # in major units
+    max_future_skew_ms: int = 5 * 60_000
+    dedupe_window_ms: int = 30 * 86_400_000
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    mode: str = "quantile"
+    buckets: int = 5
+    window_days: int = 365
+    clock: str = "wall"
+    refresh_interval_s: float = 60.0
+    scheme: str = "rfm-classic"
+    # fixed mode: B-1 ascending edges per dimension (r in days since last order)
+    edges: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = "rfm."
+    key_prefix: str = "rfm:"
+    group_id: str = "rfm-scorer"
+    partitions: int = 6
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    interaction_weights: Mapping[str, int] = field(
+        default_factory=lambda: dict.fromkeys(INTERACTION_KINDS, 1)
+    )
+
+    @property
+    def window_ms(self) -> int:
+        """0 means lifetime."""
+        return self.scoring.window_days * 86_400_000
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(name: str, value: Any) -> float:
+    """Seconds from ``"60s"``, ``"5m"``, ``"30d"``, ``"250ms"`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a duration like '60s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{name}: expected a duration like '60s' or '5m', got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    return seconds
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def _table(name: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a table, got {value!r}")
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"{name}.{key}: unknown setting (allowed: {', '.join(allowed)})")
+    return value
+
+
+def _store(raw: dict[str, Any]) -> StoreSettings:
+    t = _table(
+        "store",
+        raw,
+        ("currency", "currency_decimals", "max_amount", "max_future_skew", "dedupe_window"),
+    )
+    d = StoreSettings()
+    currency = t.get("currency", d.currency)
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        raise ConfigError(f"store.currency: expected an ISO 4217 code like 'TWD', got {currency!r}")
+    return StoreSettings(
+        currency=currency,
+        currency_decimals=_int(
+            "store.currency_decimals", t.get("currency_decimals", d.currency_decimals), 0, 4
+        ),
+        max_amount=_int("store.max_amount", t.get("max_amount", d.max_amount), 1, 10**12),
+        max_future_skew_ms=int(
+            1000 * parse_duration("store.max_future_skew", t.get("max_future_skew", "5m"))
+        ),
+        dedupe_window_ms=int(
+            1000 * parse_duration("store.dedupe_window", t.get("dedupe_window", "30d"))
+        ),
+    )
+
+
+def _edges(raw: Any, buckets: int) -> dict[str, tuple[int, ...]]:
+    t = _table("scoring.edges", raw, DIMENSIONS)
+    out: dict[str, tuple[int, ...]] = {}
+    for dim in DIMENSIONS:
+        name = f"scoring.edges.{dim}"
+        if dim not in t:
+            raise ConfigError(f"{name}: fixed mode needs {buckets - 1} ascending edges")
+        edges = t[dim]
+        if (
+            not isinstance(edges, list)
+            or len(edges) != buckets - 1
+            or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in edges)
+        ):
+            raise ConfigError(
+                f"{name}: expected {buckets - 1} non-negative integers, got {edges!r}"
+            )
+        if any(a >= b for a, b in itertools.pairwise(edges)):
+            raise ConfigError(f"{name}: edges must be strictly ascending, got {edges!r}")
+        out[dim] = tuple(edges)
+    return out
+
+
+def _scoring(raw: dict[str, Any]) -> ScoringSettings:
+    t = _table(
+        "scoring",
+        raw,
+        ("mode", "buckets", "window_days", "clock", "refresh_interval", "scheme", "edges"),
+    )
+    d = ScoringSettings()
+    mode = _choice("scoring.mode", t.get("mode", d.mode), ("quantile", "fixed"))
+    buckets = _int("scoring.buckets", t.get("buckets", d.buckets), 3, 10)
+    edges: dict[str, tuple[int, ...]] = {}
+    if mode == "fixed":
+        edges = _edges(t.get("edges", {}), buckets)
+    elif "edges" in t:
+        raise ConfigError("scoring.edges: only used when scoring.mode = 'fixed'")
+    interval = parse_duration("scoring.refresh_interval", t.get("refresh_interval", "60s"))
+    if interval < 0.1:
+        raise ConfigError(f"scoring.refresh_interval: must be at least 100ms, got {interval}s")
+    scheme = t.get("scheme", d.scheme)
+    if not isinstance(scheme, str) or not scheme:
+        raise ConfigError(f"scoring.scheme: expected a preset name or a path, got {scheme!r}")
+    return ScoringSettings(
+        mode=mode,
+        buckets=buckets,
+        window_days=_int("scoring.window_days", t.get("window_days", d.window_days), 0, 36500),
+        clock=_choice("scoring.clock", t.get("clock", d.clock), ("wall", "event")),
+        refresh_interval_s=interval,
+        scheme=scheme,
+        edges=edges,
+    )
+
+
+def _weights(raw: Any) -> dict[str, int]:
+    t = _table("interactions", raw, ("weights",))
+    weights = _table("interactions.weights", t.get("weights", {}), INTERACTION_KINDS)
+    out = dict.fromkeys(INTERACTION_KINDS, 1)
+    for kind, w in weights.items():
+        out[kind] = _int(f"interactions.weights.{kind}", w, 0, 1000)
+    return out
+
+
+def settings_from(
+    env: Mapping[str, str] | None = None, toml: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from an environment mapping and an already-parsed TOML document."""
+    env = os.environ if env is None else env
+    doc = dict(toml or {})
+    for key in doc:
+        if key not in ("store", "scoring", "interactions"):
+            raise ConfigError(f"{key}: unknown section (allowed: store, scoring, interactions)")
+    prefix = env.get("RFM_TOPIC_PREFIX", "rfm.")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
+        raise ConfigError(
+            f"RFM_TOPIC_PREFIX: only letters, digits, '.', '_' and '-'; got {prefix!r}"
+        )
+    key_prefix = env.get("RFM_KEY_PREFIX", "rfm:")
+    partitions = env.get("RFM_PARTITIONS", "6")
+    if not partitions.isdigit() or not 1 <= int(partitions) <= 1000:
+        raise ConfigError(f"RFM_PARTITIONS: expected an integer 1..1000, got {partitions!r}")
+    protocol = _choice(
+        "RFM_KAFKA_SECURITY_PROTOCOL",
+        env.get("RFM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    )
+    mechanism = env.get("RFM_KAFKA_SASL_MECHANISM")
+    if mechanism is not None:
+        _choice("RFM_KAFKA_SASL_MECHANISM", mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    redis_url = env.get("RFM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"RFM_REDIS_URL: expected redis://, rediss:// or unix://, got {redis_url!r}"
+        )
+    bootstrap = env.get("RFM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    if not all(re.fullmatch(r"[^\s:]+:\d{1,5}", h.strip()) for h in bootstrap.split(",")):
+        raise ConfigError(f"RFM_KAFKA_BOOTSTRAP: expected host:port[,host:port], got {bootstrap!r}")
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        redis_url=redis_url,
+        topic_prefix=prefix,
+        key_prefix=key_prefix,
+        group_id=env.get("RFM_GROUP_ID", f"{prefix}scorer"),
+        partitions=int(partitions),
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username=env.get("RFM_KAFKA_SASL_USERNAME"),
+        kafka_sasl_password=env.get("RFM_KAFKA_SASL_PASSWORD"),
+        kafka_ssl_cafile=env.get("RFM_KAFKA_SSL_CAFILE"),
+        store=_store(doc.get("store", {})),
+        scoring=_scoring(doc.get("scoring", {})),
+        interaction_weights=_weights(doc.get("interactions", {})),
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings for this process: environment plus the TOML file at ``RFM_CONFIG``, if set."""
+    env = os.environ if env is None else env
+    doc: dict[str, Any] = {}
+    path = env.get("RFM_CONFIG")
+    if path:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"RFM_CONFIG: file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"RFM_CONFIG: {path} is not valid TOML: {exc}") from None
+    return settings_from(env, doc)
