@@ -1,0 +1,58 @@
+"""The segment-change event (SPEC section 6), the scorer's only output that others act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+CAUSES = frozenset(
+    {"order", "refund", "interaction", "threshold_refresh", "clock", "erasure", "reconfigure"}
+)
+
+
+def iso_ms(epoch_ms: int | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, the one timestamp shape we emit."""
+    if epoch_ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{epoch_ms % 1000:03d}Z"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentChange:
+    customer_id: str
+    seq: int
+    from_segment: str | None
+    to_segment: str | None  # None only for an erasure
+    scores: dict[str, int | None]
+    metrics: dict[str, object]
+    cause: str
+    thresholds_version: int
+    scheme: str
+    at: int  # wall clock, epoch ms
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.customer_id}:{self.seq}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "customer_id": self.customer_id,
+            "seq": self.seq,
+            "from": self.from_segment,
+            "to": self.to_segment,
+            "scores": self.scores,
+            "metrics": self.metrics,
+            "cause": self.cause,
+            "thresholds_version": self.thresholds_version,
+            "scheme": self.scheme,
+            "at": iso_ms(self.at),
+        }
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.as_dict())

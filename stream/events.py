@@ -1,0 +1,204 @@
+"""Input events (SPEC section 2): strict parsing into typed records.
+
+Everything a storefront can get wrong becomes a ``Rejected`` with a one-line reason that
+goes to the dead-letter topic; nothing here raises anything else on bad bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from stream.config import INTERACTION_KINDS, StoreSettings
+from stream.money import AmountError, to_minor
+
+CHANNELS = frozenset({"online", "pos", "app", "social", "marketplace", "other"})
+MAX_ID_LEN = 128
+MAX_EVENT_ID_LEN = 256
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+class Rejected(ValueError):
+    """Bad input; ``str(exc)`` is the one-line reason recorded in the dead-letter topic."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    event_id: str
+    customer_id: str
+    order_id: str
+    refund: bool  # False: order_completed, True: order_refunded
+    amount: int  # minor units, >= 0 (> 0 for refunds)
+    occurred_at: int  # epoch milliseconds
+    channel: str | None = None
+    full: bool = False  # a full refund also removes the order from Frequency
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionEvent:
+    event_id: str
+    customer_id: str
+    kind: str
+    occurred_at: int
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureEvent:
+    customer_id: str
+    requested_at: int
+
+
+Event = OrderEvent | InteractionEvent | ErasureEvent
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
+        raise Rejected(f"{reason}: {str(exc).splitlines()[0][:120]}") from None
+    if not isinstance(doc, dict):
+        raise Rejected(f"expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _text(doc: dict[str, Any], name: str, limit: int, *, allow_int: bool = False) -> str:
+    if name not in doc or doc[name] is None:
+        raise Rejected(f"missing field {name}")
+    value = doc[name]
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise Rejected(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise Rejected(f"{name} is empty")
+    if len(value) > limit:
+        raise Rejected(f"{name} is longer than {limit} characters")
+    return value
+
+
+def customer_id_of(doc: dict[str, Any]) -> str:
+    """Ids are kept exactly as sent ("00042" stays "00042"), so numbers are refused."""
+    return _text(doc, "customer_id", MAX_ID_LEN)
+
+
+def _timestamp(doc: dict[str, Any], name: str, now_ms: int, skew_ms: int) -> int:
+    if name not in doc or doc[name] is None:
+        raise Rejected(f"missing field {name}")
+    value = doc[name]
+    if isinstance(value, int) and not isinstance(value, bool):
+        ms = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise Rejected(
+                f"{name} is not RFC 3339 or epoch milliseconds: {value[:40]!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            raise Rejected(f"{name} has no UTC offset: {value[:40]!r}")
+        ms = (parsed - _EPOCH) // _MS
+    else:
+        raise Rejected(f"{name} must be an RFC 3339 string or epoch milliseconds")
+    if ms < 0:
+        raise Rejected(f"{name} is before 1970")
+    if ms > now_ms + skew_ms:
+        raise Rejected(
+            f"{name} is {(ms - now_ms) // 1000}s in the future (limit {skew_ms // 1000}s)"
+        )
+    return ms
+
+
+def _channel(doc: dict[str, Any]) -> str | None:
+    channel = doc.get("channel")
+    if channel is None:
+        return None
+    if channel not in CHANNELS:
+        raise Rejected(f"unknown channel {str(channel)[:40]!r}")
+    return str(channel)
+
+
+def parse_order(raw: bytes, store: StoreSettings, now_ms: int) -> OrderEvent:
+    """An order event from raw bytes; ``now_ms`` is the wall clock (future-skew check)."""
+    doc = _decode(raw)
+    kind = doc.get("type")
+    if kind not in ("order_completed", "order_refunded"):
+        if kind is None:
+            raise Rejected("missing field type")
+        raise Rejected(f"unknown order type {str(kind)[:40]!r}")
+    refund = kind == "order_refunded"
+    customer_id = customer_id_of(doc)
+    event_id = _text(doc, "event_id", MAX_EVENT_ID_LEN)
+    order_id = _text(doc, "order_id", MAX_EVENT_ID_LEN, allow_int=True)
+    if "amount" not in doc or doc["amount"] is None:
+        raise Rejected("missing field amount")
+    try:
+        amount = to_minor(doc["amount"], store.currency_decimals)
+    except AmountError as exc:
+        raise Rejected(str(exc)) from None
+    if amount < 0:
+        raise Rejected("amount is negative")
+    if refund and amount == 0:
+        raise Rejected("a refund amount must be greater than 0")
+    if amount > store.max_amount * 10**store.currency_decimals:
+        raise Rejected(f"amount exceeds max_amount {store.max_amount}")
+    currency = doc.get("currency")
+    if currency != store.currency:
+        if currency is None:
+            raise Rejected("missing field currency")
+        raise Rejected(
+            f"currency {str(currency)[:10]!r} is not the store currency {store.currency}"
+        )
+    occurred_at = _timestamp(doc, "occurred_at", now_ms, store.max_future_skew_ms)
+    full = doc.get("full", False)
+    if not isinstance(full, bool):
+        raise Rejected("full must be true or false")
+    if full and not refund:
+        raise Rejected("full is only meaningful on order_refunded")
+    return OrderEvent(
+        event_id=event_id,
+        customer_id=customer_id,
+        order_id=order_id,
+        refund=refund,
+        amount=amount,
+        occurred_at=occurred_at,
+        channel=_channel(doc),
+        full=full,
+    )
+
+
+def parse_interaction(raw: bytes, store: StoreSettings, now_ms: int) -> InteractionEvent:
+    doc = _decode(raw)
+    kind = doc.get("type")
+    if kind != "interaction":
+        raise Rejected("missing field type" if kind is None else f"unknown type {str(kind)[:40]!r}")
+    customer_id = customer_id_of(doc)
+    event_id = _text(doc, "event_id", MAX_EVENT_ID_LEN)
+    what = doc.get("kind")
+    if what not in INTERACTION_KINDS:
+        raise Rejected("missing field kind" if what is None else f"unknown kind {str(what)[:40]!r}")
+    channel = doc.get("channel")
+    if channel is not None and (not isinstance(channel, str) or len(channel) > 64):
+        raise Rejected("channel must be a string of at most 64 characters")
+    return InteractionEvent(
+        event_id=event_id,
+        customer_id=customer_id,
+        kind=str(what),
+        occurred_at=_timestamp(doc, "occurred_at", now_ms, store.max_future_skew_ms),
+        channel=channel,
+    )
+
+
+def parse_erasure(raw: bytes, store: StoreSettings, now_ms: int) -> ErasureEvent:
+    doc = _decode(raw)
+    customer_id = customer_id_of(doc)
+    requested = doc.get("requested_at", now_ms)
+    return ErasureEvent(
+        customer_id=customer_id,
+        requested_at=_timestamp({"requested_at": requested}, "requested_at", now_ms, 10**12),
+    )

@@ -1,0 +1,98 @@
+"""Metrics -> scores -> segment, and the change event when the segment moves. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream.changes import SegmentChange, iso_ms
+from stream.config import Settings
+from stream.customer import Customer, Metrics, metrics
+from stream.money import format_minor
+from stream.scoring import DAY_MS, Scores, Thresholds, score_above, score_recency_days
+from stream.segments import Profile, Scheme
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """Everything a score depends on besides the customer: fixed for one batch."""
+
+    settings: Settings
+    thresholds: Thresholds
+    scheme: Scheme
+    now: int  # the scoring clock (wall or event), epoch ms
+    wall: int  # wall clock for the change's ``at``
+
+    @property
+    def window_ms(self) -> int:
+        return self.settings.window_ms
+
+
+def fixed_thresholds(settings: Settings) -> Thresholds:
+    """Fixed-mode edges in internal units (M in minor units); version stays 0 forever."""
+    edges = dict(settings.scoring.edges)
+    if "m" in edges:
+        unit = 10**settings.store.currency_decimals
+        edges["m"] = tuple(e * unit for e in edges["m"])
+    return Thresholds(version=0, edges=edges)
+
+
+def scores_for(m: Metrics, ctx: ScoringContext) -> Scores:
+    t = ctx.thresholds
+    r = f = mon = i = None
+    if m.last_order_at is not None:
+        if ctx.settings.scoring.mode == "fixed":
+            days = max(0, (ctx.now - m.last_order_at) // DAY_MS)
+            r = score_recency_days(days, t.for_dim("r"), ctx.settings.scoring.buckets)
+        else:
+            r = score_above(m.last_order_at, t.for_dim("r"))
+        f = score_above(m.orders, t.for_dim("f"))
+        mon = score_above(m.monetary, t.for_dim("m"))
+    if m.last_interaction_at is not None:
+        i = score_above(m.interactions, t.for_dim("i"))
+    return Scores(r=r, f=f, m=mon, i=i)
+
+
+def metrics_dict(m: Metrics, decimals: int) -> dict[str, object]:
+    return {
+        "orders": m.orders,
+        "monetary": format_minor(m.monetary, decimals),
+        "last_order_at": iso_ms(m.last_order_at),
+        "interactions": m.interactions,
+    }
+
+
+def rescore(customer: Customer, ctx: ScoringContext, cause: str) -> SegmentChange | None:
+    """Update the customer's scores and segment; return the change event if it moved."""
+    m = metrics(customer, ctx.window_ms, ctx.now)
+    scores = scores_for(m, ctx)
+    customer.scores = scores
+    if not customer.exists:
+        return None
+    rule = ctx.scheme.classify(
+        Profile(
+            r=scores.r,
+            f=scores.f,
+            m=scores.m,
+            i=scores.i,
+            orders=m.orders,
+            has_orders=customer.has_orders,
+            has_interactions=customer.has_interactions,
+        )
+    )
+    if rule.id == customer.segment:
+        return None
+    change = SegmentChange(
+        customer_id=customer.customer_id,
+        seq=customer.seq + 1,
+        from_segment=customer.segment,
+        to_segment=rule.id,
+        scores=scores.as_dict(),
+        metrics=metrics_dict(m, ctx.settings.store.currency_decimals),
+        cause=cause,
+        thresholds_version=ctx.thresholds.version,
+        scheme=ctx.scheme.id,
+        at=ctx.wall,
+    )
+    customer.seq += 1
+    customer.segment = rule.id
+    return change

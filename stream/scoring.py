@@ -1,0 +1,93 @@
+"""Scores 1..B per dimension against versioned thresholds (SPEC section 4).
+
+Quantile thresholds are ranks in the population's sorted values, so a refresh needs
+only B-1 rank look-ups per dimension, and the customers whose score can change are
+exactly those whose value lies between an old and a new threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+DAY_MS = 86_400_000
+INF = math.inf
+
+
+def quantile_ranks(population: int, buckets: int) -> list[int]:
+    """0-based ranks of ``t_k = v(ceil(k*N/B))`` for k = 1..B-1 (numpy inverted_cdf)."""
+    return [-(-k * population // buckets) - 1 for k in range(1, buckets)]
+
+
+def quantile_edges(sorted_values: Sequence[int], buckets: int) -> tuple[int, ...]:
+    if not sorted_values:
+        return ()
+    return tuple(sorted_values[r] for r in quantile_ranks(len(sorted_values), buckets))
+
+
+def score_above(value: float, edges: Sequence[float]) -> int:
+    """``1 + #{k : value > t_k}``; empty edges (no population yet) score 1."""
+    return 1 + bisect_left(edges, value)
+
+
+def score_recency_days(days: int, edges: Sequence[int], buckets: int) -> int:
+    """Fixed mode R: ``B - #{k : days > e_k}``, fewer days since the last order is better."""
+    return buckets - bisect_left(edges, days)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """One published version of the per-dimension edges; version 0 = none computed yet."""
+
+    version: int = 0
+    edges: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    population: Mapping[str, int] = field(default_factory=dict)
+    computed_at: int = 0
+
+    def for_dim(self, dim: str) -> tuple[int, ...]:
+        return self.edges.get(dim, ())
+
+
+@dataclass(frozen=True)
+class Scores:
+    r: int | None = None
+    f: int | None = None
+    m: int | None = None
+    i: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"r": self.r, "f": self.f, "m": self.m, "i": self.i}
+
+
+def moved_ranges(old: Sequence[float], new: Sequence[float]) -> list[tuple[float, float]]:
+    """Value intervals ``(lo, hi]`` whose score differs between two edge lists.
+
+    ``[v > a] != [v > b]`` exactly when v lies in ``(min(a,b), max(a,b)]``; a missing old
+    edge acts as +inf (everyone scored 1 before the first refresh).
+    """
+    ranges: list[tuple[float, float]] = []
+    for k in range(max(len(old), len(new))):
+        a = old[k] if k < len(old) else INF
+        b = new[k] if k < len(new) else INF
+        if a != b:
+            ranges.append((min(a, b), max(a, b)))
+    return _merge(ranges)
+
+
+def _merge(ranges: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def count_in_ranges(sorted_values: Sequence[float], ranges: Sequence[tuple[float, float]]) -> int:
+    """How many values fall in the ``(lo, hi]`` ranges (used by tests and the bench)."""
+    return sum(
+        bisect_right(sorted_values, hi) - bisect_right(sorted_values, lo) for lo, hi in ranges
+    )
