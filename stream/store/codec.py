@@ -1,0 +1,84 @@
+"""Customer <-> Redis hash fields. Compact text fields; one hash per customer.
+
+Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` channels,
+``sc`` scores "r,f,m,i" (empty = not scored), ``sg`` segment, ``sq`` seq, ``v`` version,
+``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight.
+"""
+
+from __future__ import annotations
+
+from stream.customer import Customer, OrderRecord
+from stream.scoring import Scores
+
+
+def _opt_int(raw: str) -> int | None:
+    return int(raw) if raw else None
+
+
+def decode_customer(customer_id: str, fields: dict[bytes, bytes]) -> Customer:
+    c = Customer(customer_id=customer_id)
+    for raw_key, raw_value in fields.items():
+        key = raw_key.decode("utf-8")
+        value = raw_value.decode("utf-8")
+        if key.startswith("o:"):
+            at, amount, refunded, full = value.split(",")
+            c.orders[key[2:]] = OrderRecord(int(at), int(amount), int(refunded), full == "1")
+        elif key.startswith("i:"):
+            c.interactions[int(key[2:])] = int(value)
+        elif key == "fo":
+            c.first_order_at = int(value)
+        elif key == "lo":
+            c.last_order_at = int(value)
+        elif key == "li":
+            c.last_interaction_at = int(value)
+        elif key == "ch":
+            c.channels = set(value.split(",")) if value else set()
+        elif key == "sc":
+            r, f, m, i = (_opt_int(x) for x in value.split(","))
+            c.scores = Scores(r, f, m, i)
+        elif key == "sg":
+            c.segment = value or None
+        elif key == "sq":
+            c.seq = int(value)
+        elif key == "v":
+            c.version = int(value)
+    return c
+
+
+def _s(v: int | None) -> str:
+    return "" if v is None else str(v)
+
+
+def encode_customer(c: Customer) -> dict[str, str]:
+    """All persistent fields except ``v`` (the commit script owns the version)."""
+    out: dict[str, str] = {}
+    if c.first_order_at is not None:
+        out["fo"] = str(c.first_order_at)
+    if c.last_order_at is not None:
+        out["lo"] = str(c.last_order_at)
+    if c.last_interaction_at is not None:
+        out["li"] = str(c.last_interaction_at)
+    if c.channels:
+        out["ch"] = ",".join(sorted(c.channels))
+    s = c.scores
+    if s != Scores():
+        out["sc"] = f"{_s(s.r)},{_s(s.f)},{_s(s.m)},{_s(s.i)}"
+    if c.segment is not None:
+        out["sg"] = c.segment
+    if c.seq:
+        out["sq"] = str(c.seq)
+    for order_id, r in c.orders.items():
+        out[f"o:{order_id}"] = f"{r.at},{r.amount},{r.refunded},{int(r.full)}"
+    for at, weight in c.interactions.items():
+        out[f"i:{at}"] = str(weight)
+    return out
+
+
+def diff(before: dict[str, str], after: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(HSET field/value pairs flattened, HDEL fields) turning ``before`` into ``after``."""
+    sets: list[str] = []
+    for k, v in after.items():
+        if before.get(k) != v:
+            sets.extend((k, v))
+    dels = [k for k in before if k not in after]
+    return sets, dels

@@ -1,0 +1,70 @@
+"""Redis key layout. One place, so a prefix isolates a deployment (or a test) completely.
+
+Customer ids are untrusted: they are used as raw bytes (Redis keys are binary-safe) and,
+where two variable parts meet, the first is length-prefixed so ``"a:b" + "c"`` and
+``"a" + "b:c"`` can never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DIMS = ("r", "f", "m", "i")
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "rfm:"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}c:{customer_id}"
+
+    @property
+    def customer_pattern(self) -> str:
+        escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix)
+        return f"{escaped}c:*"
+
+    def customer_id_of(self, key: bytes) -> str:
+        return key.decode("utf-8")[len(self.prefix) + 2 :]
+
+    def event(self, customer_id: str, event_id: str) -> str:
+        return f"{self.prefix}e:{len(customer_id)}:{customer_id}:{event_id}"
+
+    def index(self, dim: str) -> str:
+        return f"{self.prefix}ix:{dim}"
+
+    @property
+    def indexes(self) -> list[str]:
+        return [self.index(d) for d in DIMS]
+
+    @property
+    def thresholds(self) -> str:
+        return f"{self.prefix}thresholds"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.prefix}counts"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}outbox"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    @property
+    def clock(self) -> str:
+        return f"{self.prefix}clock"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}lease:refresh"
+
+    @property
+    def refreshed_at(self) -> str:
+        return f"{self.prefix}refreshed_at"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}stats"

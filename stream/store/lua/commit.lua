@@ -1,0 +1,99 @@
+--[[
+commit.lua -- apply one customer's new state in a single atomic step.
+
+KEYS[1]  customer hash            KEYS[2]  thresholds hash (field v = version)
+KEYS[3]  live segment counts hash KEYS[4]  outbox stream
+KEYS[5..8] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
+KEYS[9]  due zset (when the clock alone next changes the customer)
+KEYS[10] event clock (string, highest occurred_at applied)
+KEYS[11..] event-id dedupe keys to create
+
+ARGV[1]  customer id (index member)
+ARGV[2]  expected customer version (0 = customer absent)
+ARGV[3]  thresholds version the scores were computed against ("-1" = do not check)
+ARGV[4]  dedupe TTL in ms
+ARGV[5]  JSON: {"set": [field, value, ...], "del": [field, ...],
+                "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
+                "seg": [from, to] | absent, "out": "change json" | absent,
+                "clock": "ms" | absent, "erase": true | absent}
+           all numbers travel as strings: cjson would round 13-digit millisecond values.
+
+Returns  {1, outbox-id-or-""} applied; {0, "version"} the customer changed since it was read;
+         {0, "thresholds"} a refresh published a newer version meanwhile.
+
+Invariant kept atomically: the customer's state, its index entries, the live segment counts
+and the outbox entry for its change move together or not at all, so counts always equal the
+number of customers per stored segment and no change can be lost between state and publish.
+--]]
+
+local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if current ~= tonumber(ARGV[2]) then
+  return {0, 'version'}
+end
+if ARGV[3] ~= '-1' then
+  local tv = redis.call('HGET', KEYS[2], 'v') or '0'
+  if tv ~= ARGV[3] then
+    return {0, 'thresholds'}
+  end
+end
+
+local doc = cjson.decode(ARGV[5])
+local member = ARGV[1]
+
+if doc['erase'] then
+  redis.call('DEL', KEYS[1])
+else
+  local set = doc['set']
+  if #set > 0 then
+    redis.call('HSET', KEYS[1], unpack(set))
+  end
+  local del = doc['del']
+  if #del > 0 then
+    redis.call('HDEL', KEYS[1], unpack(del))
+  end
+  redis.call('HSET', KEYS[1], 'v', tostring(current + 1))
+end
+
+local dims = {'r', 'f', 'm', 'i'}
+for n, dim in ipairs(dims) do
+  local score = doc['ix'][dim]
+  if score then
+    redis.call('ZADD', KEYS[4 + n], score, member)
+  else
+    redis.call('ZREM', KEYS[4 + n], member)
+  end
+end
+
+if doc['due'] then
+  redis.call('ZADD', KEYS[9], doc['due'], member)
+else
+  redis.call('ZREM', KEYS[9], member)
+end
+
+local seg = doc['seg']
+if seg then
+  if seg[1] and seg[1] ~= '' then
+    redis.call('HINCRBY', KEYS[3], seg[1], -1)
+  end
+  if seg[2] and seg[2] ~= '' then
+    redis.call('HINCRBY', KEYS[3], seg[2], 1)
+  end
+end
+
+if doc['clock'] then
+  local clock = tonumber(redis.call('GET', KEYS[10]) or '0')
+  if tonumber(doc['clock']) > clock then
+    redis.call('SET', KEYS[10], doc['clock'])
+  end
+end
+
+local ttl = tonumber(ARGV[4])
+for k = 11, #KEYS do
+  redis.call('SET', KEYS[k], '1', 'PX', ttl)
+end
+
+local id = ''
+if doc['out'] then
+  id = redis.call('XADD', KEYS[4], '*', 'c', member, 'e', doc['out'])
+end
+return {1, id}

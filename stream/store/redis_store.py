@@ -1,0 +1,303 @@
+"""The Redis adapter: load customers, commit their transitions atomically, read indexes.
+
+Each batch costs two round trips (one pipelined load, one pipelined commit) whatever its
+size; the commit script rejects a write whose customer or thresholds moved meanwhile, and
+the caller recomputes just those customers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from stream.changes import SegmentChange
+from stream.customer import Customer
+from stream.scoring import Thresholds, quantile_ranks
+from stream.store.codec import decode_customer, diff, encode_customer
+from stream.store.keys import DIMS, Keys
+
+
+def _script(name: str) -> str:
+    return resources.files("stream.store").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+@dataclass
+class Loaded:
+    customer: Customer
+    before: dict[str, str]
+
+
+@dataclass
+class Commit:
+    customer: Customer
+    before: dict[str, str]
+    segment_before: str | None
+    thresholds_version: int
+    index: dict[str, int | None]
+    due: int | None
+    change: SegmentChange | None = None
+    clock: int | None = None
+    erase: bool = False
+    check_thresholds: bool = True
+
+
+@dataclass
+class CommitResult:
+    ok: bool
+    reason: str = ""
+    outbox_id: bytes | None = None
+
+
+def thresholds_from_doc(version: int, raw: bytes | None) -> Thresholds:
+    if not raw:
+        return Thresholds(version=version)
+    doc = orjson.loads(raw)
+    return Thresholds(
+        version=version,
+        edges={k: tuple(v) for k, v in doc.get("edges", {}).items()},
+        population=doc.get("population", {}),
+        computed_at=doc.get("computed_at", 0),
+    )
+
+
+def thresholds_doc(t: Thresholds) -> bytes:
+    return orjson.dumps(
+        {
+            "edges": {k: list(v) for k, v in t.edges.items()},
+            "population": dict(t.population),
+            "computed_at": t.computed_at,
+        }
+    )
+
+
+@dataclass
+class RedisStore:
+    # Typed Any: redis-py types replies as bytes | str for either decode mode; ours is bytes only.
+    redis: Any
+    keys: Keys = field(default_factory=Keys)
+    dedupe_ttl_ms: int = 30 * 86_400_000
+
+    def __post_init__(self) -> None:
+        self._commit = self.redis.register_script(_script("commit.lua"))
+        self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
+        self._release = self.redis.register_script(_script("release_lease.lua"))
+
+    # ---- customers -------------------------------------------------------------------
+
+    async def load(self, wanted: dict[str, Sequence[str]]) -> dict[str, Loaded]:
+        """Customers by id, each with the subset of the given event ids already applied."""
+        pipe = self.redis.pipeline(transaction=False)
+        order = list(wanted)
+        for cid in order:
+            pipe.hgetall(self.keys.customer(cid))
+        for cid in order:
+            for event_id in wanted[cid]:
+                pipe.exists(self.keys.event(cid, event_id))
+        replies = await pipe.execute()
+        out: dict[str, Loaded] = {}
+        pos = len(order)
+        for n, cid in enumerate(order):
+            customer = decode_customer(cid, replies[n])
+            for event_id in wanted[cid]:
+                if replies[pos]:
+                    customer.seen_events.add(event_id)
+                pos += 1
+            out[cid] = Loaded(customer, encode_customer(customer))
+        return out
+
+    async def commit(self, commits: Sequence[Commit]) -> list[CommitResult]:
+        if not commits:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        k = self.keys
+        fixed = [k.thresholds, k.counts, k.outbox, *k.indexes, k.due, k.clock]
+        for c in commits:
+            cust = c.customer
+            after = {} if c.erase else encode_customer(cust)
+            sets, dels = diff(c.before, after)
+            doc: dict[str, Any] = {
+                "set": sets,
+                "del": dels,
+                "ix": {d: (False if c.index.get(d) is None else str(c.index[d])) for d in DIMS},
+                "due": False if c.due is None else str(c.due),
+            }
+            seg_after = None if c.erase else cust.segment
+            if seg_after != c.segment_before:
+                doc["seg"] = [c.segment_before or "", seg_after or ""]
+            if c.change is not None:
+                doc["out"] = c.change.encode().decode("utf-8")
+            if c.clock is not None:
+                doc["clock"] = str(c.clock)
+            if c.erase:
+                doc["erase"] = True
+            dedupe = [k.event(cust.customer_id, e) for e in cust.new_events]
+            await self._commit(
+                keys=[k.customer(cust.customer_id), *fixed, *dedupe],
+                args=[
+                    cust.customer_id,
+                    cust.version,
+                    c.thresholds_version if c.check_thresholds else -1,
+                    self.dedupe_ttl_ms,
+                    orjson.dumps(doc),
+                ],
+                client=pipe,
+            )
+        replies = await pipe.execute()
+        results = []
+        for reply in replies:
+            if int(reply[0]) == 1:
+                results.append(CommitResult(True, outbox_id=reply[1] or None))
+            else:
+                results.append(CommitResult(False, reason=reply[1].decode()))
+        return results
+
+    async def customer(self, customer_id: str) -> Customer | None:
+        fields = await self.redis.hgetall(self.keys.customer(customer_id))
+        return decode_customer(customer_id, fields) if fields else None
+
+    async def scan_customer_ids(self, count: int = 1000) -> Any:
+        async for key in self.redis.scan_iter(match=self.keys.customer_pattern, count=count):
+            yield self.keys.customer_id_of(key)
+
+    # ---- thresholds and indexes ------------------------------------------------------
+
+    async def thresholds(self) -> tuple[Thresholds, Thresholds]:
+        """(current, base): base is the last version every customer is settled against."""
+        v, doc, base = await self.redis.hmget(self.keys.thresholds, ["v", "doc", "base"])
+        version = int(v or 0)
+        current = thresholds_from_doc(version, doc)
+        if base:
+            parsed = orjson.loads(base)
+            settled = thresholds_from_doc(parsed["version"], orjson.dumps(parsed))
+        else:
+            settled = Thresholds(version=0)
+        return current, settled
+
+    async def refreshed_at(self) -> int:
+        return int(await self.redis.get(self.keys.refreshed_at) or 0)
+
+    async def mark_refreshed(self, at_ms: int) -> None:
+        await self.redis.set(self.keys.refreshed_at, at_ms)
+
+    async def thresholds_version(self) -> int:
+        return int(await self.redis.hget(self.keys.thresholds, "v") or 0)
+
+    async def quantile_edges(
+        self, buckets: int
+    ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """Current population edges: B-1 rank look-ups per dimension, O(B log N)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for d in DIMS:
+            pipe.zcard(self.keys.index(d))
+        sizes = [int(n) for n in await pipe.execute()]
+        pipe = self.redis.pipeline(transaction=False)
+        for d, n in zip(DIMS, sizes, strict=True):
+            for rank in quantile_ranks(n, buckets) if n else []:
+                pipe.zrange(self.keys.index(d), rank, rank, withscores=True)
+        replies = iter(await pipe.execute())
+        edges: dict[str, tuple[int, ...]] = {}
+        for d, n in zip(DIMS, sizes, strict=True):
+            if n:
+                edges[d] = tuple(int(next(replies)[0][1]) for _ in range(buckets - 1))
+        return edges, dict(zip(DIMS, sizes, strict=True))
+
+    async def members_in(
+        self, dim: str, ranges: Iterable[tuple[float, float]], page: int = 5000
+    ) -> set[str]:
+        """Customers whose index value lies in any ``(lo, hi]``: cost follows the answer."""
+        found: set[str] = set()
+        for lo, hi in ranges:
+            offset = 0
+            hi_s = "+inf" if hi == float("inf") else str(int(hi))
+            lo_s = "-inf" if lo == float("-inf") else f"({int(lo)}"
+            while True:
+                batch = await self.redis.zrangebyscore(
+                    self.keys.index(dim), lo_s, hi_s, start=offset, num=page
+                )
+                found.update(b.decode("utf-8") for b in batch)
+                if len(batch) < page:
+                    break
+                offset += page
+        return found
+
+    async def due_before(self, now: int, limit: int = 10_000) -> list[str]:
+        raw = await self.redis.zrangebyscore(self.keys.due, "-inf", now, start=0, num=limit)
+        return [b.decode("utf-8") for b in raw]
+
+    async def event_clock(self) -> int:
+        return int(await self.redis.get(self.keys.clock) or 0)
+
+    # ---- refresh lease and versioned publication -------------------------------------
+
+    async def acquire_lease(self, ttl_ms: int) -> str | None:
+        token = secrets.token_hex(8)
+        ok = await self.redis.set(self.keys.lease, token, nx=True, px=ttl_ms)
+        return token if ok else None
+
+    async def renew_lease(self, token: str, ttl_ms: int) -> bool:
+        if await self.redis.get(self.keys.lease) != token.encode():
+            return False
+        return bool(await self.redis.pexpire(self.keys.lease, ttl_ms))
+
+    async def release_lease(self, token: str) -> None:
+        await self._release(keys=[self.keys.lease], args=[token])
+
+    async def publish_thresholds(self, token: str, read_version: int, t: Thresholds) -> int:
+        """Returns the new version, or -1 (lease lost) / -2 (a newer version exists)."""
+        return int(
+            await self._publish(
+                keys=[self.keys.thresholds, self.keys.lease],
+                args=[token, read_version, "doc", thresholds_doc(t)],
+            )
+        )
+
+    async def settle_thresholds(self, token: str, t: Thresholds) -> int:
+        doc = orjson.loads(thresholds_doc(t))
+        doc["version"] = t.version
+        return int(
+            await self._publish(
+                keys=[self.keys.thresholds, self.keys.lease],
+                args=[token, t.version, "base", orjson.dumps(doc)],
+            )
+        )
+
+    # ---- counts, stats, outbox --------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.counts)
+        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+
+    async def add_stats(self, **deltas: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for name, n in deltas.items():
+            if n:
+                pipe.hincrby(self.keys.stats, name, n)
+        await pipe.execute()
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.stats)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def outbox_older_than(
+        self, max_id_ms: int, count: int = 1000
+    ) -> list[tuple[bytes, str, bytes]]:
+        """Outbox entries created before ``max_id_ms``: (entry id, customer id, change JSON)."""
+        raw = await self.redis.xrange(self.keys.outbox, "-", f"{max_id_ms}", count=count)
+        return [(eid, f[b"c"].decode("utf-8"), f[b"e"]) for eid, f in raw]
+
+    async def outbox_delete(self, ids: Sequence[bytes]) -> None:
+        if ids:
+            await self.redis.xdel(self.keys.outbox, *ids)
+
+    async def outbox_length(self) -> int:
+        return int(await self.redis.xlen(self.keys.outbox))
