@@ -1,0 +1,393 @@
+"""One batch of input records -> committed customer transitions -> changes and dead letters.
+
+This is the imperative shell around the pure core (events, customer, rescore): it owns
+the order of I/O (load, compute, commit, publish) and the retry on a lost race, and it
+knows nothing of Faust, so the benchmark's raw baseline and the CLI reuse it as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from stream.changes import SegmentChange
+from stream.config import Settings
+from stream.customer import (
+    Customer,
+    Duplicate,
+    apply_interaction,
+    apply_order,
+    expire,
+    metrics,
+    next_due,
+)
+from stream.events import (
+    ErasureEvent,
+    Event,
+    InteractionEvent,
+    OrderEvent,
+    Rejected,
+    parse_erasure,
+    parse_interaction,
+    parse_order,
+)
+from stream.rescore import ScoringContext, fixed_thresholds, rescore
+from stream.scoring import Thresholds
+from stream.segments import Scheme
+from stream.store.redis_store import Commit, Loaded, RedisStore
+from stream.topics import Topics
+
+log = logging.getLogger("rfm.processor")
+MAX_ATTEMPTS = 20
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record as the processor sees it (transport-neutral)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+    error: str
+
+    def encode(self) -> bytes:
+        try:
+            payload, encoding = self.record.value.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(self.record.value).decode("ascii"), "base64"
+        return orjson.dumps(
+            {
+                "topic": self.record.topic,
+                "partition": self.record.partition,
+                "offset": self.record.offset,
+                "error": self.error,
+                "payload": payload,
+                "payload_encoding": encoding,
+            }
+        )
+
+
+class Publisher(Protocol):
+    """Sends records and returns once the broker has acknowledged every one of them."""
+
+    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None: ...
+
+
+@dataclass
+class BatchStats:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    changes: int = 0
+    conflicts: int = 0
+
+    def add(self, other: BatchStats) -> None:
+        for name in ("accepted", "duplicates", "rejected", "changes", "conflicts"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class _Outcome:
+    """What one customer's events did in one attempt; counted only once committed."""
+
+    commit: Commit | None = None
+    accepted: int = 0
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: "erasure"}
+
+
+class Processor:
+    def __init__(
+        self, settings: Settings, store: RedisStore, scheme: Scheme, publisher: Publisher
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.scheme = scheme
+        self.publisher = publisher
+        self.topics = Topics(settings.topic_prefix)
+        self._thresholds: Thresholds | None = None
+        self._parsers: dict[str, Callable[[bytes, object, int], Event]] = {
+            self.topics.orders: parse_order,  # type: ignore[dict-item]
+            self.topics.interactions: parse_interaction,  # type: ignore[dict-item]
+            self.topics.erasure: parse_erasure,  # type: ignore[dict-item]
+        }
+
+    # ---- context -----------------------------------------------------------------------
+
+    async def thresholds(self, reload: bool = False) -> Thresholds:
+        if self.settings.scoring.mode == "fixed":
+            return fixed_thresholds(self.settings)
+        if self._thresholds is None or reload:
+            self._thresholds, _ = await self.store.thresholds()
+        return self._thresholds
+
+    async def context(self, batch_clock: int = 0, reload: bool = False) -> ScoringContext:
+        wall = wall_ms()
+        if self.settings.scoring.clock == "event":
+            now = max(batch_clock, await self.store.event_clock())
+        else:
+            now = wall
+        return ScoringContext(
+            settings=self.settings,
+            thresholds=await self.thresholds(reload),
+            scheme=self.scheme,
+            now=now,
+            wall=wall,
+        )
+
+    def _commit_for(
+        self,
+        loaded: Loaded,
+        ctx: ScoringContext,
+        cause: str,
+        clock: int | None = None,
+        erase: bool = False,
+    ) -> Commit:
+        c = loaded.customer
+        seg_before = c.segment
+        window = self.settings.window_ms
+        change: SegmentChange | None
+        if erase:
+            change = None
+            if seg_before is not None:
+                change = SegmentChange(
+                    customer_id=c.customer_id,
+                    seq=c.seq + 1,
+                    from_segment=seg_before,
+                    to_segment=None,
+                    scores={"r": None, "f": None, "m": None, "i": None},
+                    metrics={},
+                    cause="erasure",
+                    thresholds_version=ctx.thresholds.version,
+                    scheme=self.scheme.id,
+                    at=ctx.wall,
+                )
+            index: dict[str, int | None] = {}
+            due = None
+        else:
+            expire(c, window, ctx.now)
+            change = rescore(c, ctx, cause)
+            m = metrics(c, window, ctx.now)
+            index = {
+                "r": m.last_order_at,
+                "f": m.orders if c.has_orders else None,
+                "m": m.monetary if c.has_orders else None,
+                "i": m.interactions if c.has_interactions else None,
+            }
+            due = next_due(c, window)
+        return Commit(
+            customer=c,
+            before=loaded.before,
+            segment_before=seg_before,
+            thresholds_version=ctx.thresholds.version,
+            index=index,
+            due=due,
+            change=change,
+            clock=clock,
+            erase=erase,
+            check_thresholds=self.settings.scoring.mode == "quantile",
+        )
+
+    # ---- input batches ------------------------------------------------------------------
+
+    async def process(self, records: Sequence[Record]) -> BatchStats:
+        """Apply a batch; returns only after changes and dead letters are acknowledged."""
+        stats = BatchStats()
+        wall = wall_ms()
+        dead: list[DeadLetter] = []
+        pending: dict[str, list[tuple[Record, Event]]] = {}
+        batch_clock = 0
+        for record in records:
+            parse = self._parsers.get(record.topic)
+            if parse is None:
+                dead.append(DeadLetter(record, f"unexpected topic {record.topic}"))
+                continue
+            try:
+                event = parse(record.value, self.settings.store, wall)
+            except Rejected as exc:
+                dead.append(DeadLetter(record, str(exc)))
+                continue
+            except Exception as exc:  # a parser bug must not kill the worker either
+                log.exception(
+                    "parser failed on %s:%s@%s", record.topic, record.partition, record.offset
+                )
+                dead.append(
+                    DeadLetter(record, f"internal error while parsing: {type(exc).__name__}")
+                )
+                continue
+            pending.setdefault(event.customer_id, []).append((record, event))
+            if not isinstance(event, ErasureEvent):
+                batch_clock = max(batch_clock, event.occurred_at)
+        stats.rejected += len(dead)
+
+        changes: list[tuple[SegmentChange, bytes | None]] = []
+        reload = False
+        for _attempt in range(MAX_ATTEMPTS):
+            if not pending:
+                break
+            ctx = await self.context(batch_clock, reload)
+            loaded = await self.store.load(
+                {
+                    cid: [e.event_id for _, e in items if not isinstance(e, ErasureEvent)]
+                    for cid, items in pending.items()
+                }
+            )
+            outcomes = {
+                cid: self._fold(loaded[cid], items, ctx, batch_clock)
+                for cid, items in pending.items()
+            }
+            to_commit = [(cid, o.commit) for cid, o in outcomes.items() if o.commit is not None]
+            results = await self.store.commit([c for _, c in to_commit])
+            retry: set[str] = set()
+            reload = False
+            for (cid, commit), result in zip(to_commit, results, strict=True):
+                if not result.ok:
+                    retry.add(cid)
+                    stats.conflicts += 1
+                    reload = reload or result.reason == "thresholds"
+                elif commit.change is not None:
+                    changes.append((commit.change, result.outbox_id))
+            for cid, o in outcomes.items():
+                if cid not in retry:
+                    stats.accepted += o.accepted
+                    stats.duplicates += o.duplicates
+                    stats.rejected += len(o.dead)
+                    dead.extend(o.dead)
+            pending = {cid: pending[cid] for cid in retry}
+        else:
+            raise RuntimeError(
+                f"could not commit {len(pending)} customers after {MAX_ATTEMPTS} tries"
+            )
+        stats.changes = len(changes)
+        await self._publish(changes, dead)
+        await self.store.add_stats(
+            accepted=stats.accepted,
+            duplicates=stats.duplicates,
+            rejected=stats.rejected,
+            changes=stats.changes,
+        )
+        return stats
+
+    def _fold(
+        self,
+        loaded: Loaded,
+        items: list[tuple[Record, Event]],
+        ctx: ScoringContext,
+        batch_clock: int,
+    ) -> _Outcome:
+        out = _Outcome()
+        c = loaded.customer
+        window = self.settings.window_ms
+        cause = None
+        for record, event in items:
+            try:
+                if isinstance(event, OrderEvent):
+                    apply_order(c, event, window, ctx.now)
+                    cause = "refund" if event.refund else "order"
+                elif isinstance(event, InteractionEvent):
+                    weight = self.settings.interaction_weights[event.kind]
+                    apply_interaction(c, event, weight, window, ctx.now)
+                    cause = "interaction"
+                else:
+                    cause = "erasure"
+                    c = Customer(
+                        customer_id=c.customer_id, segment=c.segment, seq=c.seq, version=c.version
+                    )
+                    loaded = Loaded(c, loaded.before)
+                out.accepted += 1
+            except Duplicate:
+                out.duplicates += 1
+            except Rejected as exc:
+                out.dead.append(DeadLetter(record, str(exc)))
+        if cause is None:
+            return out
+        clock = batch_clock if self.settings.scoring.clock == "event" else None
+        if cause == "erasure" and not c.exists:
+            out.commit = self._commit_for(loaded, ctx, cause, clock, erase=True)
+        else:
+            out.commit = self._commit_for(loaded, ctx, cause, clock)
+        return out
+
+    # ---- re-scoring without input (refresh, clock) -------------------------------------
+
+    async def rescore(self, customer_ids: Iterable[str], cause: str, batch: int = 500) -> int:
+        """Re-score the given customers against the current context; returns changes made."""
+        ids = list(customer_ids)
+        made = 0
+        for start in range(0, len(ids), batch):
+            pending = set(ids[start : start + batch])
+            reload = True
+            changes: list[tuple[SegmentChange, bytes | None]] = []
+            for _attempt in range(MAX_ATTEMPTS):
+                if not pending:
+                    break
+                ctx = await self.context(reload=reload)
+                loaded = await self.store.load({cid: [] for cid in pending})
+                commits = [
+                    (cid, self._commit_for(ld, ctx, cause))
+                    for cid, ld in loaded.items()
+                    if ld.customer.exists
+                ]
+                results = await self.store.commit([c for _, c in commits])
+                retry = set()
+                reload = False
+                for (cid, commit), result in zip(commits, results, strict=True):
+                    if not result.ok:
+                        retry.add(cid)
+                        reload = reload or result.reason == "thresholds"
+                    elif commit.change is not None:
+                        changes.append((commit.change, result.outbox_id))
+                pending = retry
+            else:
+                raise RuntimeError(f"could not re-score {len(pending)} customers")
+            await self._publish(changes, [])
+            made += len(changes)
+        if made:
+            await self.store.add_stats(changes=made)
+        return made
+
+    # ---- output -----------------------------------------------------------------------
+
+    async def _publish(
+        self, changes: list[tuple[SegmentChange, bytes | None]], dead: list[DeadLetter]
+    ) -> None:
+        messages: list[tuple[str, bytes | None, bytes]] = [
+            (self.topics.changes, ch.customer_id.encode("utf-8"), ch.encode()) for ch, _ in changes
+        ]
+        messages.extend((self.topics.dlq, d.record.key, d.encode()) for d in dead)
+        if messages:
+            await self.publisher.publish(messages)
+        await self.store.outbox_delete([oid for _, oid in changes if oid])
+
+    async def flush_outbox(self, min_age_ms: int = 5_000) -> int:
+        """Publish changes a dead process committed but never published (at-least-once)."""
+        total = 0
+        while True:
+            entries = await self.store.outbox_older_than(wall_ms() - min_age_ms)
+            if not entries:
+                return total
+            await self.publisher.publish(
+                [(self.topics.changes, cid.encode("utf-8"), body) for _, cid, body in entries]
+            )
+            await self.store.outbox_delete([eid for eid, _, _ in entries])
+            total += len(entries)

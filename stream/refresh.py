@@ -1,0 +1,92 @@
+"""Periodic work that has no input event: threshold refresh and clock sweeps.
+
+A refresh reads B-1 ranks per dimension, publishes a new version under a lease, then
+re-scores only the customers whose value lies between an old and a new edge. Because a
+crash can interrupt that re-score, the edges every customer is known to be settled
+against ("base") are kept too, and the next refresh re-scores the union of both ranges.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from stream.processor import Processor, wall_ms
+from stream.scoring import Thresholds, moved_ranges
+from stream.store.keys import DIMS
+
+log = logging.getLogger("rfm.refresh")
+LEASE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    version: int
+    candidates: int  # customers re-scored: the work done
+    changes: int  # segment changes it caused
+    seconds: float
+    published: bool  # False when the edges were already current
+
+
+class LeaseBusy(RuntimeError):
+    """Another process holds the refresh lease."""
+
+
+async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshReport:
+    """Recompute quantile thresholds now; raises ``LeaseBusy`` if another refresh runs."""
+    store = processor.store
+    started = time.perf_counter()
+    token = await store.acquire_lease(lease_ms)
+    if token is None:
+        raise LeaseBusy("another process is refreshing thresholds")
+    try:
+        current, base = await store.thresholds()
+        buckets = processor.settings.scoring.buckets
+        edges, population = await store.quantile_edges(buckets)
+        published = edges != dict(current.edges)
+        target = current
+        if published:
+            target = Thresholds(
+                version=current.version + 1,
+                edges=edges,
+                population=population,
+                computed_at=wall_ms(),
+            )
+            version = await store.publish_thresholds(token, current.version, target)
+            if version < 0:
+                raise LeaseBusy("lost the refresh lease or a newer version exists")
+        elif base.version == current.version:
+            await store.mark_refreshed(wall_ms())
+            return RefreshReport(current.version, 0, 0, time.perf_counter() - started, False)
+        candidates: set[str] = set()
+        for dim in DIMS:
+            for old in {base.for_dim(dim), current.for_dim(dim)}:
+                ranges = moved_ranges(old, target.for_dim(dim))
+                if ranges:
+                    candidates |= await store.members_in(dim, ranges)
+        changes = await processor.rescore(sorted(candidates), "threshold_refresh")
+        await store.settle_thresholds(token, target)
+        await store.mark_refreshed(wall_ms())
+        report = RefreshReport(
+            target.version, len(candidates), changes, time.perf_counter() - started, published
+        )
+        log.info(
+            "thresholds v%s: re-scored %s customers, %s changes, %.3fs",
+            report.version,
+            report.candidates,
+            report.changes,
+            report.seconds,
+        )
+        return report
+    finally:
+        await store.release_lease(token)
+
+
+async def sweep_clock(processor: Processor, limit: int = 10_000) -> int:
+    """Re-score customers whose window contributions the clock has passed."""
+    ctx = await processor.context()
+    due = await processor.store.due_before(ctx.now, limit)
+    if not due:
+        return 0
+    return await processor.rescore(due, "clock")

@@ -1,0 +1,179 @@
+"""The Faust adapter: the only module that knows Faust.
+
+One agent consumes every input topic in batches and hands them to the ``Processor``; one
+timer does the periodic work (publish orphaned outbox entries, clock sweeps, threshold
+refresh under a lease). Faust acks a batch when the loop body returns, even if it raised,
+so the body never raises on a transient failure: it retries until the batch is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from stream.config import Settings
+from stream.processor import Processor, Record, wall_ms
+from stream.refresh import LeaseBusy, refresh, sweep_clock
+from stream.segments import load_scheme
+from stream.store.keys import Keys
+from stream.store.redis_store import RedisStore, connect
+from stream.topics import Topics
+
+log = logging.getLogger("rfm.worker")
+BATCH_MAX = 2000
+BATCH_WITHIN_S = 0.02
+TICK_S = 1.0
+
+
+class FaustPublisher:
+    """Publishes through the worker's own Faust producer and waits for every ack."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        producer = self.app.producer
+        futures = [await producer.send(t, k, v, None, None, None) for t, k, v in messages]
+        await asyncio.gather(*futures)
+
+
+class Runtime:
+    """Lazily built inside the worker's event loop (Redis clients bind to a loop)."""
+
+    def __init__(self, settings: Settings, app: faust.App) -> None:
+        self.settings = settings
+        self.app = app
+        self._processor: Processor | None = None
+        self.healthy = True
+
+    def processor(self) -> Processor:
+        if self._processor is None:
+            s = self.settings
+            store = RedisStore(connect(s.redis_url), Keys(s.key_prefix), s.store.dedupe_window_ms)
+            scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
+            self._processor = Processor(s, store, scheme, FaustPublisher(self.app))
+        return self._processor
+
+    async def apply(self, records: list[Record]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.processor().process(records)
+                if not self.healthy:
+                    log.warning("recovered: batch applied")
+                self.healthy = True
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis/Kafka trouble: never drop, never ack unapplied
+                self.healthy = False
+                log.error(
+                    "batch of %s not applied yet (%s); retrying in %.1fs",
+                    len(records),
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def tick(self) -> None:
+        processor = self.processor()
+        try:
+            await processor.flush_outbox()
+            await sweep_clock(processor)
+            if self.settings.scoring.mode != "quantile":
+                return
+            store = processor.store
+            last = await store.refreshed_at()
+            interval_ms = int(self.settings.scoring.refresh_interval_s * 1000)
+            if wall_ms() - last < interval_ms:
+                return
+            with contextlib.suppress(LeaseBusy):
+                await refresh(processor)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("periodic work failed (%s): will retry next tick", type(exc).__name__)
+
+
+def build_app(settings: Settings) -> faust.App:
+    topics = Topics(settings.topic_prefix)
+    datadir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rfm" / "faust"
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        datadir=str(datadir / settings.group_id),
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=False,
+        broker_commit_every=BATCH_MAX,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=BATCH_MAX * 2,
+    )
+    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)  # Faust only makes the leaf
+    runtime = Runtime(settings, app)
+    source = app.topic(
+        *topics.inputs,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(source, name="score")
+    async def score(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            await runtime.apply(records)
+
+    @app.timer(TICK_S)
+    async def periodic() -> None:
+        await runtime.tick()
+
+    app.rfm_runtime = runtime  # type: ignore[attr-defined]
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.kafka_sasl_mechanism:
+        from faust.auth import SASLCredentials
+
+        return SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return None
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Block running a Faust worker until SIGTERM/SIGINT."""
+    from stream.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    load_scheme(settings.scoring.scheme, settings.scoring.buckets)  # fail fast on a bad scheme
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
