@@ -1,0 +1,242 @@
+"""The `rfm` command line (SPEC section 8). Thin: parse options, call the modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stream.config import ConfigError, Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+@click.group()
+def main() -> None:
+    """Streaming RFM/RFIM scorer: Kafka in, Redis state, segment changes out."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+# ---- local stack -----------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """Local Apache Kafka (KRaft) + Redis on loopback, provisioned on first use."""
+
+
+def _stack_call(name: str) -> Any:
+    from stream import stack as local
+
+    try:
+        return getattr(local, name)()
+    except local.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start Kafka and Redis (harmless if already running)."""
+    _stack_call("up")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the processes `rfm stack up` started."""
+    _stack_call("down")
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Report whether Kafka and Redis are running."""
+    status = _stack_call("status")
+    for part in (status.kafka, status.redis):
+        state = f"running (pid {part.pid})" if part.running else "not running"
+        click.echo(f"{part.name:<6} {part.address:<16} {state}  log: {part.log}")
+    click.echo(f"state  {status.state_dir}")
+    if not status.running:
+        sys.exit(1)
+
+
+# ---- processes -------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--loglevel", default="warn", type=click.Choice(["crit", "error", "warn", "info", "debug"])
+)
+def worker(loglevel: str) -> None:
+    """Run the stream processor (Faust); several may run as one consumer group."""
+    from stream.segments import SchemeError
+    from stream.worker import run_worker
+
+    settings = _settings()
+    try:
+        run_worker(settings, loglevel)
+    except SchemeError as exc:
+        raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["orders", "interactions"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="CSV: read event FIELD from COLUMN (e.g. customer_id=member_no).",
+)
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="CSV: constant for a field the file lacks (e.g. currency=TWD).",
+)
+def import_(
+    file: Path, kind: str, fmt: str, columns: tuple[str, ...], defaults: tuple[str, ...]
+) -> None:
+    """Publish CSV/JSONL history to Kafka (JSONL of SPEC events needs no options)."""
+    from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+    from stream.importer import CsvMapping, csv_records, jsonl_records, publish_records
+    from stream.kafka import KafkaPublisher, ensure_topics
+    from stream.topics import Topics
+
+    settings = _settings()
+    if fmt == "auto":
+        fmt = "csv" if file.suffix.lower() == ".csv" else "jsonl"
+
+    def pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+        out = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise click.BadParameter(f"expected FIELD=VALUE, got {item!r}", param_hint=option)
+            out[name] = value
+        return out
+
+    mapping = CsvMapping(pairs(columns, "--column"), pairs(defaults, "--default"))
+    if fmt == "csv" and "currency" not in mapping.defaults and kind == "orders":
+        mapping = CsvMapping(
+            mapping.columns, {"currency": settings.store.currency, **mapping.defaults}
+        )
+    records = jsonl_records(file) if fmt == "jsonl" else csv_records(file, kind, mapping)
+    topics = Topics(settings.topic_prefix)
+    topic = topics.orders if kind == "orders" else topics.interactions
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        with Progress(*Progress.get_default_columns(), BarColumn(), TransferSpeedColumn()) as bar:
+            task = bar.add_task(f"{file.name} -> {topic}", total=file.stat().st_size)
+            async with KafkaPublisher(settings) as publisher:
+                return await publish_records(
+                    publisher, topic, records, lambda n: bar.advance(task, n)
+                )
+
+    started = time.perf_counter()
+    sent = asyncio.run(run())
+    took = time.perf_counter() - started
+    click.echo(
+        f"published {sent} events to {topic} in {took:.1f}s ({sent / max(took, 1e-9):,.0f}/s)"
+    )
+
+
+@main.command()
+@click.option("--segment", default=None, help="Only customers in this segment id.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export(segment: str | None, fmt: str, output: Path | None) -> None:
+    """Every customer with segment, seq, scores and metrics (JSONL or CSV)."""
+    from stream.exporter import csv_header, csv_line, export_rows, jsonl_line
+    from stream.store.keys import Keys
+    from stream.store.redis_store import RedisStore, connect
+
+    settings = _settings()
+
+    async def run() -> int:
+        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+        n = 0
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+            if fmt == "csv":
+                out.write(csv_header().encode())
+            async for row in export_rows(store, settings, segment):
+                out.write(jsonl_line(row) if fmt == "jsonl" else csv_line(row).encode())
+                n += 1
+            out.flush()
+        await store.redis.aclose()
+        return n
+
+    n = asyncio.run(run())
+    click.echo(f"exported {n} customers", err=True)
+
+
+@main.command("refresh")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
+def refresh_cmd(timeout: float) -> None:
+    """Force a threshold refresh now and wait for it."""
+    from stream.kafka import KafkaPublisher
+    from stream.processor import Processor
+    from stream.refresh import LeaseBusy, refresh
+    from stream.segments import load_scheme
+    from stream.store.keys import Keys
+    from stream.store.redis_store import RedisStore, connect
+
+    settings = _settings()
+    if settings.scoring.mode != "quantile":
+        raise click.ClickException("scoring.mode is 'fixed': there are no thresholds to refresh")
+
+    async def run() -> Any:
+        store = RedisStore(
+            connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
+        )
+        scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+        async with KafkaPublisher(settings) as publisher:
+            processor = Processor(settings, store, scheme, publisher)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    return await refresh(processor)
+                except LeaseBusy:
+                    if time.monotonic() > deadline:
+                        raise click.ClickException(
+                            "another refresh held the lease until the timeout"
+                        ) from None
+                    await asyncio.sleep(0.2)
+
+    report = asyncio.run(run())
+    click.echo(
+        f"thresholds v{report.version}: re-scored {report.candidates} customers, "
+        f"{report.changes} segment changes, {report.seconds:.3f}s"
+    )
+
+
+@main.command()
+@click.option("--customers", default=2000, show_default=True)
+@click.option("--rate", default=200.0, show_default=True, help="Live events per second.")
+@click.option("--duration", default=0.0, help="Stop after this many seconds (0 = until Ctrl-C).")
+def demo(customers: int, rate: float, duration: float) -> None:
+    """Stack + worker + synthetic storefront traffic, with live segment counts."""
+    from stream.demo import run_demo
+
+    run_demo(_settings(), customers=customers, rate=rate, duration=duration)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""`rfm export`: every customer as one line shaped like the change event (SPEC section 8)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+
+import orjson
+
+from stream.config import Settings
+from stream.customer import metrics
+from stream.processor import wall_ms
+from stream.rescore import metrics_dict
+from stream.store.redis_store import RedisStore
+
+CSV_FIELDS = (
+    "customer_id",
+    "segment",
+    "seq",
+    "r",
+    "f",
+    "m",
+    "i",
+    "orders",
+    "monetary",
+    "last_order_at",
+    "interactions",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+async def export_rows(
+    store: RedisStore, settings: Settings, segment: str | None = None
+) -> AsyncIterator[dict[str, object]]:
+    now = wall_ms() if settings.scoring.clock == "wall" else await store.event_clock()
+    async for cid in store.scan_customer_ids():
+        c = await store.customer(cid)
+        if c is None or c.segment is None or (segment and c.segment != segment):
+            continue
+        m = metrics(c, settings.window_ms, now)
+        yield {
+            "customer_id": c.customer_id,
+            "segment": c.segment,
+            "seq": c.seq,
+            "scores": c.scores.as_dict(),
+            "metrics": metrics_dict(m, settings.store.currency_decimals),
+        }
+
+
+def jsonl_line(row: dict[str, object]) -> bytes:
+    return orjson.dumps(row) + b"\n"
+
+
+def _cell(value: object) -> str:
+    """Neutralise spreadsheet formulas: customer ids are untrusted text."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def csv_header() -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(CSV_FIELDS)
+    return buf.getvalue()
+
+
+def csv_line(row: dict[str, object]) -> str:
+    scores = row["scores"]
+    mets = row["metrics"]
+    assert isinstance(scores, dict) and isinstance(mets, dict)
+    flat = [
+        row["customer_id"],
+        row["segment"],
+        row["seq"],
+        scores["r"],
+        scores["f"],
+        scores["m"],
+        scores["i"],
+        mets["orders"],
+        mets["monetary"],
+        mets["last_order_at"],
+        mets["interactions"],
+    ]
+    buf = io.StringIO()
+    csv.writer(buf).writerow([_cell(v) for v in flat])
+    return buf.getvalue()
