@@ -19,6 +19,28 @@ INTERACTION_KINDS = ("live_view", "comment", "message", "like", "share", "review
 DIMENSIONS = ("r", "f", "m", "i")
 
 
+# Every environment variable the project reads; any other RFM_* name is a typo and stops start-up.
+ENV_SETTINGS = frozenset(
+    {
+        "RFM_KAFKA_BOOTSTRAP",
+        "RFM_REDIS_URL",
+        "RFM_TOPIC_PREFIX",
+        "RFM_KEY_PREFIX",
+        "RFM_GROUP_ID",
+        "RFM_PARTITIONS",
+        "RFM_CONFIG",
+        "RFM_KAFKA_SECURITY_PROTOCOL",
+        "RFM_KAFKA_SASL_MECHANISM",
+        "RFM_KAFKA_SASL_USERNAME",
+        "RFM_KAFKA_SASL_PASSWORD",
+        "RFM_KAFKA_SSL_CAFILE",
+        "RFM_API_TOKEN",
+        "RFM_STACK_DIR",  # rfm stack: where the local Kafka/Redis keep state
+        "RFM_KAFKA_LIBS",  # rfm stack: a directory already holding the Kafka jars
+    }
+)
+
+
 class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it."""
 
@@ -50,7 +72,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     topic_prefix: str = "rfm."
     key_prefix: str = "rfm:"
-    group_id: str = "rfm-scorer"
+    group_id: str = "rfm.scorer"
     partitions: int = 6
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
@@ -199,11 +221,21 @@ def _weights(raw: Any) -> dict[str, int]:
     return out
 
 
+def _host_port(text: str) -> bool:
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})", text.strip())
+    return match is not None and 0 < int(match.group(2)) < 65536
+
+
 def settings_from(
     env: Mapping[str, str] | None = None, toml: Mapping[str, Any] | None = None
 ) -> Settings:
     """Build settings from an environment mapping and an already-parsed TOML document."""
     env = os.environ if env is None else env
+    unknown = sorted(k for k in env if k.startswith("RFM_") and k not in ENV_SETTINGS)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown setting (known: {', '.join(sorted(ENV_SETTINGS))})"
+        )
     doc = dict(toml or {})
     for key in doc:
         if key not in ("store", "scoring", "interactions"):
@@ -214,6 +246,10 @@ def settings_from(
             f"RFM_TOPIC_PREFIX: only letters, digits, '.', '_' and '-'; got {prefix!r}"
         )
     key_prefix = env.get("RFM_KEY_PREFIX", "rfm:")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", key_prefix):
+        raise ConfigError(
+            f"RFM_KEY_PREFIX: 1-100 letters, digits, '.', '_', ':' or '-'; got {key_prefix!r}"
+        )
     partitions = env.get("RFM_PARTITIONS", "6")
     if not partitions.isdigit() or not 1 <= int(partitions) <= 1000:
         raise ConfigError(f"RFM_PARTITIONS: expected an integer 1..1000, got {partitions!r}")
@@ -225,13 +261,23 @@ def settings_from(
     mechanism = env.get("RFM_KAFKA_SASL_MECHANISM")
     if mechanism is not None:
         _choice("RFM_KAFKA_SASL_MECHANISM", mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        if not protocol.startswith("SASL_"):
+            raise ConfigError(
+                "RFM_KAFKA_SASL_MECHANISM: needs RFM_KAFKA_SECURITY_PROTOCOL=SASL_SSL or "
+                f"SASL_PLAINTEXT, got {protocol}"
+            )
+        for name in ("RFM_KAFKA_SASL_USERNAME", "RFM_KAFKA_SASL_PASSWORD"):
+            if not env.get(name):
+                raise ConfigError(f"{name}: required when RFM_KAFKA_SASL_MECHANISM is set")
+    elif protocol.startswith("SASL_"):
+        raise ConfigError(f"RFM_KAFKA_SASL_MECHANISM: required with security protocol {protocol}")
     redis_url = env.get("RFM_REDIS_URL", "redis://127.0.0.1:6379/0")
     if not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
             f"RFM_REDIS_URL: expected redis://, rediss:// or unix://, got {redis_url!r}"
         )
     bootstrap = env.get("RFM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    if not all(re.fullmatch(r"[^\s:]+:\d{1,5}", h.strip()) for h in bootstrap.split(",")):
+    if not all(_host_port(h) for h in bootstrap.split(",")):
         raise ConfigError(f"RFM_KAFKA_BOOTSTRAP: expected host:port[,host:port], got {bootstrap!r}")
     return Settings(
         kafka_bootstrap=bootstrap,

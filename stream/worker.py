@@ -157,6 +157,13 @@ def build_app(settings: Settings) -> faust.App:
 
 
 def _credentials(settings: Settings) -> Any:
+    """Faust's spelling of the same SASL/TLS settings the plain aiokafka clients use."""
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(cafile=settings.kafka_ssl_cafile)
     if settings.kafka_sasl_mechanism:
         from faust.auth import SASLCredentials
 
@@ -164,7 +171,12 @@ def _credentials(settings: Settings) -> Any:
             username=settings.kafka_sasl_username,
             password=settings.kafka_sasl_password,
             mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
         )
+    if context is not None:
+        from faust.auth import SSLCredentials
+
+        return SSLCredentials(context)
     return None
 
 
