@@ -139,7 +139,7 @@ async def _run(settings: Settings, customers: int, rate: float, duration: float)
             await publisher.publish(
                 [(topics.orders, k, v) for k, v in backfill[start : start + 5000]]
             )
-        traffic = live_orders(people)
+        traffic = live_orders(people, seed=wall_ms())  # fresh event ids on every run
         with Live(_table({}, names, {}, 0), refresh_per_second=2) as live:
             next_draw = 0.0
             while duration <= 0 or time.monotonic() - started < duration:
@@ -187,4 +187,4 @@ def run_demo(settings: Settings, customers: int, rate: float, duration: float) -
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        print("demo stopped; the stack keeps running (`rfm stack down` stops it)")
+        print("\ndemo stopped; the stack keeps running (`rfm stack down` stops it)")
