@@ -1,0 +1,170 @@
+"""Test-side plumbing: waiting on conditions, producing and reading topics, a worker process.
+
+Nothing here imitates the system under test; it only drives real Kafka, Redis and worker
+processes and observes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream.config import Settings
+from stream.kafka import KafkaPublisher, client_options
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    diagnose: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f"\n{diagnose()}" if diagnose else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def produce(settings: Settings, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+    async def run() -> None:
+        async with KafkaPublisher(settings) as publisher:
+            for start in range(0, len(messages), 2000):
+                await publisher.publish(messages[start : start + 2000])
+
+    asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.value)
+
+
+def read_topic(settings: Settings, topic: str) -> list[Message]:
+    """Everything currently in ``topic`` (up to the end offsets at call time), in order."""
+
+    async def run() -> list[Message]:
+        consumer = AIOKafkaConsumer(
+            **client_options(settings), enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+            if not parts:
+                return []
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            out: list[Message] = []
+            remaining = {tp for tp in parts if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                for tp, records in batch.items():
+                    for r in records:
+                        out.append(Message(topic, tp.partition, r.offset, r.key, r.value))
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+            return out
+        finally:
+            await _stop(consumer)
+
+    async def with_metadata() -> list[Message]:
+        return await asyncio.wait_for(run(), 60)
+
+    return asyncio.run(with_metadata())
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in described.get("partitions", []))
+    finally:
+        await admin.close()
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    # aiokafka (0.14) re-raises the CancelledError of its own never-started no-group task
+    # from stop(); swallow only that, never a cancellation aimed at us.
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
+class WorkerProcess:
+    """`rfm worker` as a child process, with its log kept for failure reports."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no worker log)"
+        return "worker log tail:\n" + "\n".join(text[-lines:])
+
+
+def lines(path: Path, records: Iterable[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return path
