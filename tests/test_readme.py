@@ -1,0 +1,26 @@
+"""The README is part of the contract with newcomers: keep its generated parts true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stream.segments import presets_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_preset_tables_match_the_scheme_files() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"<!-- presets:begin -->\n(.*)<!-- presets:end -->", readme, re.S)
+    assert section is not None
+    assert section.group(1).strip() == presets_markdown().strip()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
+    commands = re.findall(r"^(scripts/\w+)", quickstart, re.M)
+    assert commands == ["scripts/demo", "scripts/test"]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^exec scripts/test\b", ci, re.M)
