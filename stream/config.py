@@ -7,6 +7,7 @@ Every key has a default; an unknown key or a bad value stops start-up with a
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import tomllib
@@ -92,6 +93,7 @@ class Settings:
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_MAX_DURATION_S = 10 * 366 * 86400.0
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -106,8 +108,8 @@ def parse_duration(name: str, value: Any) -> float:
         if not match:
             raise ConfigError(f"{name}: expected a duration like '60s' or '5m', got {value!r}")
         seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0 or seconds > _MAX_DURATION_S:
+        raise ConfigError(f"{name}: must be a finite duration from 0 to 10 years, got {value!r}")
     return seconds
 
 

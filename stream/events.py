@@ -95,7 +95,8 @@ def _timestamp(doc: dict[str, Any], name: str, now_ms: int, skew_ms: int) -> int
         ms = value
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case "t" and "z"; fromisoformat wants them upper-case
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             raise Rejected(
                 f"{name} is not RFC 3339 or epoch milliseconds: {value[:40]!r}"
@@ -118,7 +119,7 @@ def _channel(doc: dict[str, Any]) -> str | None:
     channel = doc.get("channel")
     if channel is None:
         return None
-    if channel not in CHANNELS:
+    if not isinstance(channel, str) or channel not in CHANNELS:
         raise Rejected(f"unknown channel {str(channel)[:40]!r}")
     return str(channel)
 

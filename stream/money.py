@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_DECIMAL = re.compile(r"^(\d+)(?:\.(\d+))?$")
+_DECIMAL = re.compile(r"^([0-9]+)(?:\.([0-9]+))?\Z", re.ASCII)
 
 
 class AmountError(ValueError):
@@ -26,8 +26,9 @@ def to_minor(value: object, decimals: int) -> int:
         if value != value or value in (float("inf"), float("-inf")):
             raise AmountError("amount is not finite")
         text = repr(value)
-        if "e" in text or "E" in text:
-            text = format(value, "f") if abs(value) >= 1 else text
+        if ("e" in text or "E" in text) and abs(value) >= 1:
+            # A whole number too large for plain repr (1e+20): exact as an integer.
+            text = str(int(value)) if value.is_integer() else format(value, "f")
     elif isinstance(value, str):
         text = value.strip()
     else:

@@ -380,6 +380,17 @@ class Scheme:
             bit = 1 << j
             if reached & bit:
                 continue
+            everyone = next((k for k in range(j) if all(m >> k & 1 for m in space)), None)
+            if rule.is_catch_all and everyone is not None:
+                # Nothing reaches the catch-all: blame the first rule that takes everyone.
+                k = everyone
+                blamed = self.rules[k]
+                fields = ", ".join(blamed.conditions)
+                raise where.at_rule(k, blamed.id).error(
+                    fields,
+                    f"conditions {fields} hold for every customer, so no later rule (not even "
+                    f"the catch-all {rule.id!r}) can ever match",
+                )
             here = where.at_rule(j, rule.id)
             fields = ", ".join(rule.conditions)
             if not matched & bit:
