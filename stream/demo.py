@@ -101,7 +101,7 @@ def live_orders(
     weights = [a.orders_per_year for _, a in active]
     newcomer = len(people)
     while True:
-        if rng.random() < 0.3 or not active:
+        if rng.random() < 0.1 or not active:
             cid, amount = f"c-{newcomer:05d}", rng.randint(200, 2000)
             newcomer += 1
         else:
