@@ -38,7 +38,7 @@ from stream.events import (
     parse_order,
 )
 from stream.rescore import ScoringContext, fixed_thresholds, rescore
-from stream.scoring import Thresholds
+from stream.scoring import Thresholds, next_recency_move
 from stream.segments import Scheme
 from stream.store.redis_store import Commit, Loaded, RedisStore
 from stream.topics import Topics
@@ -162,6 +162,7 @@ class Processor:
         cause: str,
         clock: int | None = None,
         erase: bool = False,
+        forget: bool = False,
     ) -> Commit:
         c = loaded.customer
         seg_before = c.segment
@@ -195,6 +196,10 @@ class Processor:
                 "i": m.interactions if c.has_interactions else None,
             }
             due = next_due(c, window)
+            if self.settings.scoring.mode == "fixed" and c.last_order_at is not None:
+                moves = next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r"))
+                if moves is not None:
+                    due = moves if due is None else min(due, moves)
         return Commit(
             customer=c,
             before=loaded.before,
@@ -205,6 +210,7 @@ class Processor:
             change=change,
             clock=clock,
             erase=erase,
+            forget=forget,
             check_thresholds=self.settings.scoring.mode == "quantile",
         )
 
@@ -299,6 +305,7 @@ class Processor:
         c = loaded.customer
         window = self.settings.window_ms
         cause = None
+        erased = False
         for record, event in items:
             try:
                 if isinstance(event, OrderEvent):
@@ -310,6 +317,7 @@ class Processor:
                     cause = "interaction"
                 else:
                     cause = "erasure"
+                    erased = True
                     c = Customer(
                         customer_id=c.customer_id, segment=c.segment, seq=c.seq, version=c.version
                     )
@@ -325,7 +333,7 @@ class Processor:
         if cause == "erasure" and not c.exists:
             out.commit = self._commit_for(loaded, ctx, cause, clock, erase=True)
         else:
-            out.commit = self._commit_for(loaded, ctx, cause, clock)
+            out.commit = self._commit_for(loaded, ctx, cause, clock, forget=erased)
         return out
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------

@@ -37,6 +37,16 @@ def score_recency_days(days: int, edges: Sequence[int], buckets: int) -> int:
     return buckets - bisect_left(edges, days)
 
 
+def next_recency_move(last_order_at: int, now: int, edges: Sequence[int]) -> int | None:
+    """When the clock alone next lowers a fixed-mode R score: the first ms with days > e_k.
+
+    ``days = (now - last) // DAY``, so days first exceeds ``e_k`` at ``last + (e_k + 1) days``.
+    """
+    days = max(0, (now - last_order_at) // DAY_MS)
+    k = bisect_left(edges, days)  # first edge not yet passed (days <= e_k)
+    return None if k == len(edges) else last_order_at + (edges[k] + 1) * DAY_MS
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """One published version of the per-dimension edges; version 0 = none computed yet."""

@@ -11,7 +11,8 @@ Scheme file format::
     id = "my-scheme"                      # lowercase, digits, '-' or '_'
     name = { en = "My scheme", "zh-TW" = "我的分群" }
     description = { en = "...", "zh-TW" = "..." }   # optional
-    buckets = 5                           # the B it is written for (default 5)
+    buckets = 5                           # the B it is written for (default 5); scores of
+                                          # another scoring B are projected (Scheme.project)
 
     [[rules]]                             # ordered: the first matching rule wins
     id = "champions"                      # snake_case, unique
@@ -231,6 +232,9 @@ class Scheme:
     buckets: int
     rules: tuple[Rule, ...]
     description: Text | None = None
+    # The B scores are computed with, when it differs from the B the rules are written for:
+    # scores are then projected onto the scheme's scale (see ``project``) before matching.
+    scored_buckets: int | None = None
     # Compiled lookup tables: bit j of a mask is set when rule j accepts that value.
     _by_id: dict[str, Rule] = field(init=False, repr=False, compare=False)
     _r: dict[int | None, int] = field(init=False, repr=False, compare=False)
@@ -261,6 +265,10 @@ class Scheme:
         object.__setattr__(self, "_by_id", {rule.id: rule for rule in self.rules})
         self._compile()
         self._check_reachable(where)
+        if self.scored_buckets is not None and self.scored_buckets != self.buckets:
+            if not MIN_BUCKETS <= self.scored_buckets <= MAX_BUCKETS:
+                raise where.error("scoring.buckets", f"must be {MIN_BUCKETS}..{MAX_BUCKETS}")
+            self._project_tables()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -285,6 +293,30 @@ class Scheme:
         else:
             raise ValueError(f"profile with negative orders: {p!r}")
         return self.rules[(bits & -bits).bit_length() - 1]
+
+    def project(self, score: int | None) -> int | None:
+        """A score on the scoring scale 1..B mapped onto the scheme's 1..buckets scale.
+
+        Linear with round-half-up: ``1 + round((s - 1) * (S - 1) / (B - 1))``, so 1 stays 1
+        and B becomes S; identity when the scheme is written for the scoring B.
+        """
+        b = self.scored_buckets
+        if score is None or b is None or b == self.buckets:
+            return score
+        return 1 + ((score - 1) * (self.buckets - 1) * 2 + (b - 1)) // (2 * (b - 1))
+
+    def projected(self, profile: Profile) -> Profile:
+        """``profile`` with every score projected; what the rules are matched against."""
+        p = profile
+        return Profile(
+            self.project(p.r),
+            self.project(p.f),
+            self.project(p.m),
+            self.project(p.i),
+            p.orders,
+            p.has_orders,
+            p.has_interactions,
+        )
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id; ``KeyError`` if the scheme has none."""
@@ -353,6 +385,15 @@ class Scheme:
             if rule.orders is None or orders in rule.orders:
                 mask |= 1 << j
         return mask
+
+    def _project_tables(self) -> None:
+        """Re-key the lookup tables by scoring-scale values, so classify stays lookups only."""
+        scores: list[int | None] = [None, *range(1, (self.scored_buckets or 0) + 1)]
+        p = self.project
+        object.__setattr__(self, "_r", {s: self._r[p(s)] for s in scores})
+        object.__setattr__(self, "_i", {s: self._i[p(s)] for s in scores})
+        fm = {(f, m): self._fm[p(f), p(m)] for f in scores for m in scores}
+        object.__setattr__(self, "_fm", fm)
 
     def _check_reachable(self, where: _Where) -> None:
         """Reject rules no customer can reach, by enumerating every distinct profile class.
@@ -566,12 +607,6 @@ def parse_scheme(data: Mapping[str, Any], buckets: int, *, source: str = "<schem
         )
     if not _is_int(buckets) or not MIN_BUCKETS <= buckets <= MAX_BUCKETS:
         raise where.error("scoring.buckets", f"must be {MIN_BUCKETS}..{MAX_BUCKETS}")
-    if written_for != buckets:
-        raise where.error(
-            "buckets",
-            f"the scheme is written for buckets = {written_for} but scoring.buckets = {buckets};"
-            f" use a scheme written for {buckets} buckets or set scoring.buckets = {written_for}",
-        )
     if "name" not in data:
         raise where.error("name", "missing")
     name = _text(data["name"], where, "name")
@@ -582,7 +617,8 @@ def parse_scheme(data: Mapping[str, Any], buckets: int, *, source: str = "<schem
     if not isinstance(rules_raw, list) or not rules_raw:
         raise where.error("rules", "expected a non-empty array of tables ([[rules]])")
     rules = tuple(_parse_rule(raw, where.at_rule(j, None)) for j, raw in enumerate(rules_raw))
-    return Scheme(scheme_id, name, written_for, rules, description)
+    scored = None if written_for == buckets else buckets  # projected: see Scheme.project
+    return Scheme(scheme_id, name, written_for, rules, description, scored)
 
 
 def load_scheme(name_or_path: str, buckets: int) -> Scheme:

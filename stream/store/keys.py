@@ -27,8 +27,12 @@ class Keys:
     def customer_id_of(self, key: bytes) -> str:
         return key.decode("utf-8")[len(self.prefix) + 2 :]
 
-    def event(self, customer_id: str, event_id: str) -> str:
-        return f"{self.prefix}e:{len(customer_id)}:{customer_id}:{event_id}"
+    def applied(self, customer_id: str) -> str:
+        """Zset of the customer's applied event ids, scored by when the mark expires.
+
+        One key per customer (not one per event) so an erasure can delete every mark.
+        """
+        return f"{self.prefix}d:{customer_id}"
 
     def index(self, dim: str) -> str:
         return f"{self.prefix}ix:{dim}"

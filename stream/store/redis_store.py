@@ -8,6 +8,7 @@ the caller recomputes just those customers.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -48,6 +49,7 @@ class Commit:
     change: SegmentChange | None = None
     clock: int | None = None
     erase: bool = False
+    forget: bool = False  # an erasure happened: drop the dedupe marks too
     check_thresholds: bool = True
 
 
@@ -100,18 +102,18 @@ class RedisStore:
         order = list(wanted)
         for cid in order:
             pipe.hgetall(self.keys.customer(cid))
-        for cid in order:
-            for event_id in wanted[cid]:
-                pipe.exists(self.keys.event(cid, event_id))
+        asked = [cid for cid in order if wanted[cid]]
+        for cid in asked:
+            pipe.zmscore(self.keys.applied(cid), list(wanted[cid]))
         replies = await pipe.execute()
+        now = time.time_ns() // 1_000_000
+        marks = dict(zip(asked, replies[len(order) :], strict=True))
         out: dict[str, Loaded] = {}
-        pos = len(order)
         for n, cid in enumerate(order):
             customer = decode_customer(cid, replies[n])
-            for event_id in wanted[cid]:
-                if replies[pos]:
+            for event_id, expires in zip(wanted[cid], marks.get(cid) or (), strict=False):
+                if expires is not None and expires > now:
                     customer.seen_events.add(event_id)
-                pos += 1
             out[cid] = Loaded(customer, encode_customer(customer))
         return out
 
@@ -121,6 +123,7 @@ class RedisStore:
         pipe = self.redis.pipeline(transaction=False)
         k = self.keys
         fixed = [k.thresholds, k.counts, k.outbox, *k.indexes, k.due, k.clock]
+        now = time.time_ns() // 1_000_000
         for c in commits:
             cust = c.customer
             after = {} if c.erase else encode_customer(cust)
@@ -140,15 +143,18 @@ class RedisStore:
                 doc["clock"] = str(c.clock)
             if c.erase:
                 doc["erase"] = True
-            dedupe = [k.event(cust.customer_id, e) for e in cust.new_events]
+            if c.erase or c.forget:
+                doc["forget"] = True
             await self._commit(
-                keys=[k.customer(cust.customer_id), *fixed, *dedupe],
+                keys=[k.customer(cust.customer_id), *fixed, k.applied(cust.customer_id)],
                 args=[
                     cust.customer_id,
                     cust.version,
                     c.thresholds_version if c.check_thresholds else -1,
-                    self.dedupe_ttl_ms,
+                    now,
+                    now + self.dedupe_ttl_ms,
                     orjson.dumps(doc),
+                    *cust.new_events,
                 ],
                 client=pipe,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from fractions import Fraction
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -164,9 +165,19 @@ def test_classify_rejects_out_of_range_profile() -> None:
         scheme.classify(Profile(6, 1, 1, None, 1, True, False))
 
 
-def test_presets_refuse_other_bucket_counts_clearly() -> None:
-    with pytest.raises(SchemeError, match="buckets"):
-        load_scheme("rfm-classic", 7)
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("buckets", range(3, 11))
+def test_presets_project_other_bucket_counts(preset: str, buckets: int) -> None:
+    """Written for B=5, a preset scores any B in 3..10 by projecting scores onto 1..5."""
+    scheme = load_scheme(preset, buckets)
+    # projection: 1 + round-half-up((s - 1) * 4 / (B - 1)), endpoints fixed, monotone
+    expect = [
+        1 + int(Fraction((s - 1) * 4, buckets - 1) + Fraction(1, 2)) for s in range(1, buckets + 1)
+    ]
+    assert [scheme.project(s) for s in range(1, buckets + 1)] == expect
+    assert scheme.project(None) is None
+    for p in _profiles(buckets, {0, 1, 2, 7}):
+        assert scheme.classify(p) == first_match(scheme.rules, scheme.projected(p))
 
 
 def test_unknown_scheme_name() -> None:
@@ -376,9 +387,9 @@ def test_no_rules() -> None:
     assert error_for(scheme_doc()).field == "rules"
 
 
-def test_bucket_mismatch_names_both_settings() -> None:
-    err = error_for(scheme_doc(rule("rest")), buckets=7)
-    assert err.field == "buckets" and "scoring.buckets" in str(err)
+def test_bucket_count_out_of_range_is_named() -> None:
+    err = error_for(scheme_doc(rule("rest")), buckets=11)
+    assert err.field == "scoring.buckets"
 
 
 def test_other_bucket_count_scheme() -> None:

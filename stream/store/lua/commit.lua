@@ -6,23 +6,26 @@ KEYS[3]  live segment counts hash KEYS[4]  outbox stream
 KEYS[5..8] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
 KEYS[9]  due zset (when the clock alone next changes the customer)
 KEYS[10] event clock (string, highest occurred_at applied)
-KEYS[11..] event-id dedupe keys to create
+KEYS[11] the customer's applied-event zset (member = event id, score = expiry ms)
 
 ARGV[1]  customer id (index member)
 ARGV[2]  expected customer version (0 = customer absent)
 ARGV[3]  thresholds version the scores were computed against ("-1" = do not check)
-ARGV[4]  dedupe TTL in ms
-ARGV[5]  JSON: {"set": [field, value, ...], "del": [field, ...],
+ARGV[4]  wall clock now, ms (marks at or before it have expired and are pruned)
+ARGV[5]  expiry of the marks this commit adds, ms
+ARGV[6]  JSON: {"set": [field, value, ...], "del": [field, ...],
                 "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
                 "seg": [from, to] | absent, "out": "change json" | absent,
-                "clock": "ms" | absent, "erase": true | absent}
+                "clock": "ms" | absent, "erase": true | absent (delete the customer),
+                "forget": true | absent (an erasure: drop every dedupe mark first)}
            all numbers travel as strings: cjson would round 13-digit millisecond values.
+ARGV[7..] event ids this commit applies (dedupe marks to add)
 
 Returns  {1, outbox-id-or-""} applied; {0, "version"} the customer changed since it was read;
          {0, "thresholds"} a refresh published a newer version meanwhile.
 
-Invariant kept atomically: the customer's state, its index entries, the live segment counts
-and the outbox entry for its change move together or not at all, so counts always equal the
+Invariant kept atomically: the customer's state, its dedupe marks, its index entries, the live
+segment counts and the outbox entry for its change move together or not at all, so counts always equal the
 number of customers per stored segment and no change can be lost between state and publish.
 --]]
 
@@ -37,9 +40,12 @@ if ARGV[3] ~= '-1' then
   end
 end
 
-local doc = cjson.decode(ARGV[5])
+local doc = cjson.decode(ARGV[6])
 local member = ARGV[1]
 
+if doc['forget'] then
+  redis.call('DEL', KEYS[11])
+end
 if doc['erase'] then
   redis.call('DEL', KEYS[1])
 else
@@ -87,9 +93,17 @@ if doc['clock'] then
   end
 end
 
-local ttl = tonumber(ARGV[4])
-for k = 11, #KEYS do
-  redis.call('SET', KEYS[k], '1', 'PX', ttl)
+if #ARGV > 6 then
+  local marks = {}
+  for k = 7, #ARGV do
+    marks[#marks + 1] = ARGV[5]
+    marks[#marks + 1] = ARGV[k]
+  end
+  redis.call('ZADD', KEYS[11], unpack(marks))
+  redis.call('PEXPIREAT', KEYS[11], ARGV[5])
+end
+if redis.call('EXISTS', KEYS[11]) == 1 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', ARGV[4])
 end
 
 local id = ''
