@@ -286,12 +286,8 @@ class Processor:
             )
         stats.changes = len(changes)
         await self._publish(changes, dead)
-        await self.store.add_stats(
-            accepted=stats.accepted,
-            duplicates=stats.duplicates,
-            rejected=stats.rejected,
-            changes=stats.changes,
-        )
+        # accepted and changes were counted inside each commit; these two are at-least-once
+        await self.store.add_stats(duplicates=stats.duplicates, rejected=stats.rejected)
         return stats
 
     def _fold(
@@ -334,6 +330,7 @@ class Processor:
             out.commit = self._commit_for(loaded, ctx, cause, clock, erase=True)
         else:
             out.commit = self._commit_for(loaded, ctx, cause, clock, forget=erased)
+        out.commit.accepted = out.accepted
         return out
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------
@@ -370,8 +367,6 @@ class Processor:
                 raise RuntimeError(f"could not re-score {len(pending)} customers")
             await self._publish(changes, [])
             made += len(changes)
-        if made:
-            await self.store.add_stats(changes=made)
         return made
 
     # ---- output -----------------------------------------------------------------------

@@ -50,6 +50,7 @@ class Commit:
     clock: int | None = None
     erase: bool = False
     forget: bool = False  # an erasure happened: drop the dedupe marks too
+    accepted: int = 0  # input events this commit applies, counted atomically with it
     check_thresholds: bool = True
 
 
@@ -145,8 +146,15 @@ class RedisStore:
                 doc["erase"] = True
             if c.erase or c.forget:
                 doc["forget"] = True
+            if c.accepted:
+                doc["acc"] = str(c.accepted)
             await self._commit(
-                keys=[k.customer(cust.customer_id), *fixed, k.applied(cust.customer_id)],
+                keys=[
+                    k.customer(cust.customer_id),
+                    *fixed,
+                    k.applied(cust.customer_id),
+                    k.stats,
+                ],
                 args=[
                     cust.customer_id,
                     cust.version,

@@ -7,6 +7,7 @@ KEYS[5..8] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
 KEYS[9]  due zset (when the clock alone next changes the customer)
 KEYS[10] event clock (string, highest occurred_at applied)
 KEYS[11] the customer's applied-event zset (member = event id, score = expiry ms)
+KEYS[12] counters hash (accepted, changes)
 
 ARGV[1]  customer id (index member)
 ARGV[2]  expected customer version (0 = customer absent)
@@ -17,7 +18,8 @@ ARGV[6]  JSON: {"set": [field, value, ...], "del": [field, ...],
                 "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
                 "seg": [from, to] | absent, "out": "change json" | absent,
                 "clock": "ms" | absent, "erase": true | absent (delete the customer),
-                "forget": true | absent (an erasure: drop every dedupe mark first)}
+                "forget": true | absent (an erasure: drop every dedupe mark first),
+                "acc": number of input events this commit applies (for the counters)}
            all numbers travel as strings: cjson would round 13-digit millisecond values.
 ARGV[7..] event ids this commit applies (dedupe marks to add)
 
@@ -25,7 +27,7 @@ Returns  {1, outbox-id-or-""} applied; {0, "version"} the customer changed since
          {0, "thresholds"} a refresh published a newer version meanwhile.
 
 Invariant kept atomically: the customer's state, its dedupe marks, its index entries, the live
-segment counts and the outbox entry for its change move together or not at all, so counts always equal the
+segment counts the outbox entry for its change and the accepted/changes counters move together or not at all, so counts always equal the
 number of customers per stored segment and no change can be lost between state and publish.
 --]]
 
@@ -109,5 +111,10 @@ end
 local id = ''
 if doc['out'] then
   id = redis.call('XADD', KEYS[4], '*', 'c', member, 'e', doc['out'])
+  redis.call('HINCRBY', KEYS[12], 'changes', 1)
+end
+local accepted = tonumber(doc['acc'] or '0')
+if accepted > 0 then
+  redis.call('HINCRBY', KEYS[12], 'accepted', accepted)
 end
 return {1, id}
