@@ -201,5 +201,7 @@ def parse_erasure(raw: bytes, store: StoreSettings, now_ms: int) -> ErasureEvent
     requested = doc.get("requested_at", now_ms)
     return ErasureEvent(
         customer_id=customer_id,
-        requested_at=_timestamp({"requested_at": requested}, "requested_at", now_ms, 10**12),
+        requested_at=_timestamp(
+            {"requested_at": requested}, "requested_at", now_ms, store.max_future_skew_ms
+        ),
     )

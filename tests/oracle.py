@@ -1,16 +1,23 @@
 """An independent batch recomputation of SPEC sections 3-5 from the raw event log.
 
 It never reads Redis and shares no code with the scorer except the scheme's rules, which it
-evaluates the slow, literal way (first rule whose conditions all hold). Amounts are exact
-Decimals, thresholds come from numpy's ``inverted_cdf`` quantiles as SPEC section 4 states.
+evaluates the slow, literal way (first rule whose conditions all hold, after projecting the
+scores onto the scheme's scale as documented). Amounts are exact Decimals; thresholds come
+from numpy's ``inverted_cdf`` quantiles exactly as SPEC section 4 states them.
+
+Input: the *valid* events in log order (what a storefront sent, minus what the DLQ should
+get), as decoded JSON documents. Per customer the log order is the processing order, because
+events are keyed (and so partitioned) by customer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -36,26 +43,77 @@ class _Order:
 
 @dataclass
 class _Customer:
+    seen: set[str] = field(default_factory=set)
     orders: dict[str, _Order] = field(default_factory=dict)
+    interactions: list[tuple[int, int]] = field(default_factory=list)  # (at, weight)
     last_order_at: int | None = None
+    last_interaction_at: int | None = None
 
 
 @dataclass(frozen=True)
 class Expected:
     orders: int
     monetary: Decimal
-    last_order_at: int
-    scores: dict[str, int]
+    interactions: int
+    last_order_at: int | None
+    scores: dict[str, int | None]
     segment: str
 
 
-def _quantile_edges(values: list[int] | list[Decimal], buckets: int) -> list[float]:
+def _edges(values: list[Any], buckets: int) -> list[float]:
+    if not values:
+        return []
     arr = np.array([float(v) for v in values], dtype=np.float64)
     return [float(np.quantile(arr, k / buckets, method="inverted_cdf")) for k in range(1, buckets)]
 
 
-def _score(value: float, edges: list[float]) -> int:
-    return 1 + sum(1 for t in edges if value > t)
+def _score(value: Any, edges: list[float]) -> int:
+    return 1 + sum(1 for t in edges if float(value) > t)
+
+
+def _project(score: int | None, buckets: int, scale: int) -> int | None:
+    """README: s -> 1 + round((s - 1) * (S - 1) / (B - 1)), halves rounding up."""
+    if score is None or buckets == scale:
+        return score
+    return 1 + math.floor(Fraction((score - 1) * (scale - 1), buckets - 1) + Fraction(1, 2))
+
+
+def replay(
+    events: Iterable[Mapping[str, Any]], weights: Mapping[str, int] | None = None
+) -> tuple[dict[str, _Customer], int]:
+    """Fold the log into per-customer histories; returns them and the event clock."""
+    customers: dict[str, _Customer] = {}
+    clock = 0
+    for e in events:
+        cid = e["customer_id"]
+        if "requested_at" in e:  # erasure: every trace goes, dedupe marks included
+            customers.pop(cid, None)
+            continue
+        c = customers.setdefault(cid, _Customer())
+        if e["event_id"] in c.seen:
+            continue
+        at = epoch_ms(e["occurred_at"])
+        kind = e["type"]
+        if kind == "order_completed":
+            oid = str(e["order_id"])
+            if oid in c.orders:
+                continue
+            c.orders[oid] = _Order(at, Decimal(str(e["amount"])))
+            c.last_order_at = at if c.last_order_at is None else max(c.last_order_at, at)
+        elif kind == "order_refunded":
+            order = c.orders.get(str(e["order_id"]))
+            if order is None:
+                continue  # refund of an unknown order: rejected, claims nothing
+            order.refunded = min(order.amount, order.refunded + Decimal(str(e["amount"])))
+            order.full = order.full or bool(e.get("full"))
+        else:
+            weight = (weights or {}).get(e["kind"], 1)
+            c.interactions.append((at, weight))
+            last = c.last_interaction_at
+            c.last_interaction_at = at if last is None else max(last, at)
+        c.seen.add(e["event_id"])
+        clock = max(clock, at)
+    return {cid: c for cid, c in customers.items() if c.seen}, clock
 
 
 def recompute(
@@ -65,62 +123,53 @@ def recompute(
     buckets: int = 5,
     window_days: int = 365,
     now: int | None = None,
+    weights: Mapping[str, int] | None = None,
 ) -> dict[str, Expected]:
-    """Valid order events in log order -> every customer's expected metrics, scores, segment.
-
-    ``now`` defaults to the event clock: the highest ``occurred_at`` in the log.
-    """
-    seen_events: set[tuple[str, str]] = set()
-    customers: dict[str, _Customer] = {}
-    clock = 0
-    for e in events:
-        cid = e["customer_id"]
-        if (cid, e["event_id"]) in seen_events:
-            continue
-        at = epoch_ms(e["occurred_at"])
-        c = customers.setdefault(cid, _Customer())
-        if e["type"] == "order_completed":
-            if e["order_id"] in c.orders:
-                continue
-            c.orders[str(e["order_id"])] = _Order(at, Decimal(str(e["amount"])))
-            c.last_order_at = at if c.last_order_at is None else max(c.last_order_at, at)
-        elif e["type"] == "order_refunded":
-            order = c.orders[str(e["order_id"])]
-            order.refunded = min(order.amount, order.refunded + Decimal(str(e["amount"])))
-            order.full = order.full or bool(e.get("full"))
-        seen_events.add((cid, e["event_id"]))
-        clock = max(clock, at)
+    """Every customer's expected metrics, scores and segment; ``now`` defaults to the event
+    clock (the highest ``occurred_at`` applied)."""
+    customers, clock = replay(events, weights)
     now = clock if now is None else now
     edge = now - window_days * DAY_MS if window_days else None
 
-    rows: dict[str, tuple[int, Decimal, int]] = {}
-    for cid, c in customers.items():
-        if c.last_order_at is None:
-            continue
-        live = [o for o in c.orders.values() if edge is None or o.at > edge]
-        f = sum(1 for o in live if not o.full)
-        m = sum((o.amount - o.refunded for o in live), Decimal(0))
-        rows[cid] = (c.last_order_at, m, f)
+    def live(at: int) -> bool:
+        return edge is None or at > edge
 
-    r_edges = _quantile_edges([v[0] for v in rows.values()], buckets)
-    m_edges = _quantile_edges([v[1] for v in rows.values()], buckets)
-    f_edges = _quantile_edges([v[2] for v in rows.values()], buckets)
+    values: dict[str, dict[str, Any]] = {}
+    for cid, c in customers.items():
+        row: dict[str, Any] = {}
+        if c.last_order_at is not None:
+            kept = [o for o in c.orders.values() if live(o.at)]
+            row["r"] = c.last_order_at
+            row["f"] = sum(1 for o in kept if not o.full)
+            row["m"] = sum((o.amount - o.refunded for o in kept), Decimal(0))
+        if c.last_interaction_at is not None:
+            row["i"] = sum(w for at, w in c.interactions if live(at))
+        values[cid] = row
+
+    edges = {
+        dim: _edges([row[dim] for row in values.values() if dim in row], buckets)
+        for dim in ("r", "f", "m", "i")
+    }
     out: dict[str, Expected] = {}
-    for cid, (last, m, f) in rows.items():
-        scores = {
-            "r": _score(float(last), r_edges),
-            "f": _score(float(f), f_edges),
-            "m": _score(float(m), m_edges),
-        }
+    for cid, row in values.items():
+        scores = {d: (_score(row[d], edges[d]) if d in row else None) for d in ("r", "f", "m", "i")}
+        on_scale = {d: _project(v, buckets, scheme.buckets) for d, v in scores.items()}
         profile = Profile(
-            r=scores["r"],
-            f=scores["f"],
-            m=scores["m"],
-            i=None,
-            orders=f,
-            has_orders=True,
-            has_interactions=False,
+            r=on_scale["r"],
+            f=on_scale["f"],
+            m=on_scale["m"],
+            i=on_scale["i"],
+            orders=row.get("f", 0),
+            has_orders="r" in row,
+            has_interactions="i" in row,
         )
         segment = next(rule.id for rule in scheme.rules if rule.matches(profile))
-        out[cid] = Expected(f, m, last, scores, segment)
+        out[cid] = Expected(
+            orders=row.get("f", 0),
+            monetary=row.get("m", Decimal(0)),
+            interactions=row.get("i", 0),
+            last_order_at=row.get("r"),
+            scores=scores,
+            segment=segment,
+        )
     return out

@@ -1,0 +1,154 @@
+"""Moves that happen because nothing happened (SPEC section 3): the clock alone re-scores."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from stream.kafka import ensure_topics
+from stream.topics import Topics
+from tests.conftest import Isolated
+from tests.support import WorkerProcess, produce, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+FIXED = """
+[scoring]
+mode = "fixed"
+clock = "event"
+window_days = {window}
+[scoring.edges]
+r = [7, 14, 30, 60]
+f = [1, 2, 4, 8]
+m = [100, 500, 1000, 5000]
+i = [1, 2, 4, 8]
+"""
+
+
+def order(n: int, cid: str, at: int, amount: str = "1000.00") -> dict[str, Any]:
+    return {
+        "event_id": f"e{n}",
+        "type": "order_completed",
+        "order_id": f"o{n}",
+        "customer_id": cid,
+        "amount": amount,
+        "currency": "TWD",
+        "occurred_at": at,
+    }
+
+
+class Probe:
+    """Reads what the test asserts on: the change topic, exports and Redis bookkeeping."""
+
+    def __init__(self, iso: Isolated) -> None:
+        self.iso = iso
+        self.settings = iso.settings()
+        self.topics = Topics(self.settings.topic_prefix)
+        self.redis = redis.Redis.from_url(iso.infra.redis_url)
+
+    def send(self, *events: dict[str, Any]) -> None:
+        produce(
+            self.settings,
+            [(self.topics.orders, e["customer_id"].encode(), orjson.dumps(e)) for e in events],
+        )
+
+    def changes(self, cid: str) -> list[dict[str, Any]]:
+        unique: dict[str, dict[str, Any]] = {}
+        for message in read_topic(self.settings, self.topics.changes):
+            change = message.json()
+            if change["customer_id"] == cid:
+                unique[change["event_id"]] = change
+        return sorted(unique.values(), key=lambda c: c["seq"])
+
+    def applied(self) -> int:
+        raw = self.redis.hgetall(f"{self.iso.name}:stats")
+        return sum(int(raw.get(k, 0)) for k in (b"accepted", b"duplicates", b"rejected"))
+
+    def swept(self) -> bool:
+        """Input applied and no customer left whose clock-driven re-score is due."""
+        clock = int(self.redis.get(f"{self.iso.name}:clock") or 0)
+        return clock > 0 and self.redis.zcount(f"{self.iso.name}:due", "-inf", clock) == 0
+
+    def customer(self, cid: str) -> dict[bytes, bytes]:
+        return self.redis.hgetall(f"{self.iso.name}:c:{cid}")
+
+
+def settle(probe: Probe, sent: int, worker: WorkerProcess) -> None:
+    wait_for(
+        lambda: probe.applied() >= sent,
+        timeout=90,
+        what=f"{sent} events applied",
+        diagnose=worker.tail,
+    )
+    wait_for(probe.swept, timeout=60, what="the clock sweep", diagnose=worker.tail)
+
+
+def test_a_customer_who_stops_buying_reaches_cant_lose_them_by_the_clock_alone(
+    isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    probe = Probe(isolated)
+    asyncio.run(ensure_topics(probe.settings))
+    worker = start_worker(isolated.config_file(FIXED.format(window=365)))
+    t0 = int(time.time() * 1000) - 200 * DAY
+    # A champion: ten big orders within a week (F 10 > 8, M 10,000 > 5,000, R 5).
+    probe.send(*(order(n, "loyal", t0 + n * DAY // 2) for n in range(10)))
+    settle(probe, 10, worker)
+    first = wait_for(lambda: probe.changes("loyal"), timeout=30, what="a first assignment")
+    assert [(c["from"], c["to"], c["cause"]) for c in first] == [(None, "champions", "order")]
+
+    # Someone else's order moves the event clock 70 days on: days since 'loyal' bought > 60.
+    probe.send(order(100, "other", t0 + 75 * DAY, "50.00"))
+    settle(probe, 11, worker)
+    moved = wait_for(
+        lambda: found if len(found := probe.changes("loyal")) >= 2 else None,
+        timeout=30,
+        what="the clock-driven move",
+        diagnose=worker.tail,
+    )
+    assert [(c["from"], c["to"], c["cause"]) for c in moved] == [
+        (None, "champions", "order"),
+        ("champions", "cant_lose_them", "clock"),
+    ]
+    assert moved[1]["scores"] == {"r": 1, "f": 5, "m": 5, "i": None}
+
+    # Exactly once: more clock, no further change (every recency edge is already passed).
+    probe.send(order(101, "other", t0 + 150 * DAY, "50.00"))
+    settle(probe, 12, worker)
+    assert probe.changes("loyal") == moved
+    # What is still scheduled for 'loyal' is the window, not a recency edge: day 365.
+    assert probe.redis.zscore(f"{isolated.name}:due", "loyal") == t0 + 365 * DAY
+
+
+def test_orders_leave_the_window_without_any_event_from_that_customer(
+    isolated: Isolated, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    probe = Probe(isolated)
+    asyncio.run(ensure_topics(probe.settings))
+    worker = start_worker(isolated.config_file(FIXED.format(window=30)))
+    t0 = int(time.time() * 1000) - 100 * DAY
+    # F = 3 (score 3), M = 3,000 (score 4): orders at day 0, 10 and 20.
+    probe.send(*(order(n, "fading", t0 + n * 10 * DAY) for n in range(3)))
+    settle(probe, 3, worker)
+    assert probe.customer("fading")[b"sc"] == b"5,3,4,"
+
+    # Day 45: the orders of day 0 and 10 are older than 30 days and leave F and M.
+    probe.send(order(100, "other", t0 + 45 * DAY, "50.00"))
+    settle(probe, 4, worker)
+    wait_for(
+        lambda: probe.customer("fading")[b"sc"] == b"3,1,3,",
+        timeout=30,
+        what="F and M to drop as orders age out",
+        diagnose=lambda: f"{probe.customer('fading')}\n{worker.tail()}",
+    )
+    stored = probe.customer("fading")
+    assert [k for k in stored if k.startswith(b"o:")] == [b"o:o2"]
+    last = probe.changes("fading")[-1]
+    assert last["cause"] == "clock"
+    assert last["metrics"]["orders"] == 1 and last["metrics"]["monetary"] == "1000.00"
