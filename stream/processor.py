@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -335,11 +335,19 @@ class Processor:
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------
 
-    async def rescore(self, customer_ids: Iterable[str], cause: str, batch: int = 500) -> int:
+    async def rescore(
+        self,
+        customer_ids: Iterable[str],
+        cause: str,
+        batch: int = 1000,
+        before_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
         """Re-score the given customers against the current context; returns changes made."""
         ids = list(customer_ids)
         made = 0
         for start in range(0, len(ids), batch):
+            if before_batch is not None:
+                await before_batch()
             pending = set(ids[start : start + batch])
             reload = True
             changes: list[tuple[SegmentChange, bytes | None]] = []

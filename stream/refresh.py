@@ -65,8 +65,18 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
                 ranges = moved_ranges(old, target.for_dim(dim))
                 if ranges:
                     candidates |= await store.members_in(dim, ranges)
-        changes = await processor.rescore(sorted(candidates), "threshold_refresh")
-        await store.settle_thresholds(token, target)
+
+        async def keep_lease() -> None:
+            # A large first refresh outlives any fixed lease: renew it between batches, and
+            # stop (rather than race a successor) the moment it is lost.
+            if not await store.renew_lease(token, lease_ms):
+                raise LeaseBusy("lost the refresh lease while re-scoring")
+
+        changes = await processor.rescore(
+            sorted(candidates), "threshold_refresh", before_batch=keep_lease
+        )
+        if await store.settle_thresholds(token, target) < 0:
+            raise LeaseBusy("lost the refresh lease before recording the refresh as settled")
         await store.mark_refreshed(wall_ms())
         report = RefreshReport(
             target.version, len(candidates), changes, time.perf_counter() - started, published

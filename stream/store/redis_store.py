@@ -94,6 +94,7 @@ class RedisStore:
         self._commit = self.redis.register_script(_script("commit.lua"))
         self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
+        self._renew = self.redis.register_script(_script("renew_lease.lua"))
 
     # ---- customers -------------------------------------------------------------------
 
@@ -259,9 +260,7 @@ class RedisStore:
         return token if ok else None
 
     async def renew_lease(self, token: str, ttl_ms: int) -> bool:
-        if await self.redis.get(self.keys.lease) != token.encode():
-            return False
-        return bool(await self.redis.pexpire(self.keys.lease, ttl_ms))
+        return bool(await self._renew(keys=[self.keys.lease], args=[token, ttl_ms]))
 
     async def release_lease(self, token: str) -> None:
         await self._release(keys=[self.keys.lease], args=[token])
