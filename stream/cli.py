@@ -238,5 +238,26 @@ def demo(customers: int, rate: float, duration: float) -> None:
     run_demo(_settings(), customers=customers, rate=rate, duration=duration)
 
 
+@main.command()
+@click.option(
+    "--rules",
+    "rules_path",
+    envvar="RFM_CAMPAIGNS",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Campaign rules file, TOML or YAML (default: $RFM_CAMPAIGNS).",
+)
+def campaigns(rules_path: Path) -> None:
+    """Run the campaign-action consumer: signed webhooks on segment changes and orders."""
+    from consumers.campaigns.rules import RuleError
+    from consumers.campaigns.runner import run_campaigns
+
+    settings = _settings()
+    try:
+        run_campaigns(settings, rules_path)
+    except RuleError as exc:
+        raise click.ClickException(f"campaign rules: {exc}") from None
+
+
 if __name__ == "__main__":
     main()

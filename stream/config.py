@@ -36,6 +36,7 @@ ENV_SETTINGS = frozenset(
         "RFM_KAFKA_SASL_PASSWORD",
         "RFM_KAFKA_SSL_CAFILE",
         "RFM_API_TOKEN",
+        "RFM_CAMPAIGNS",  # rfm campaigns: path of the campaign rules file
         "RFM_STACK_DIR",  # rfm stack: where the local Kafka/Redis keep state
         "RFM_KAFKA_LIBS",  # rfm stack: a directory already holding the Kafka jars
     }

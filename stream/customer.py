@@ -44,6 +44,8 @@ class Customer:
     segment: str | None = None
     seq: int = 0
     version: int = 0  # optimistic-concurrency token of the stored copy
+    # (orders, monetary) as last committed: what this customer adds to its segment's report
+    tally: tuple[int, int] | None = None
     # event ids known to be applied (loaded for this batch) and the ones this batch adds
     seen_events: set[str] = field(default_factory=set)
     new_events: list[str] = field(default_factory=list)

@@ -189,6 +189,7 @@ class Processor:
             expire(c, window, ctx.now)
             change = rescore(c, ctx, cause)
             m = metrics(c, window, ctx.now)
+            c.tally = (m.orders, m.monetary)
             index = {
                 "r": m.last_order_at,
                 "f": m.orders if c.has_orders else None,

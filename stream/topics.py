@@ -30,9 +30,14 @@ class Topics:
         return f"{self.prefix}dlq"
 
     @property
+    def actions_dlq(self) -> str:
+        """Campaign webhooks that failed every retry (consumers/campaigns)."""
+        return f"{self.prefix}actions-dlq"
+
+    @property
     def inputs(self) -> list[str]:
         return [self.orders, self.interactions, self.erasure]
 
     @property
     def all(self) -> list[str]:
-        return [*self.inputs, self.changes, self.dlq]
+        return [*self.inputs, self.changes, self.dlq, self.actions_dlq]

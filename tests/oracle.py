@@ -48,6 +48,7 @@ class _Customer:
     interactions: list[tuple[int, int]] = field(default_factory=list)  # (at, weight)
     last_order_at: int | None = None
     last_interaction_at: int | None = None
+    channels: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Expected:
     last_order_at: int | None
     scores: dict[str, int | None]
     segment: str
+    channels: frozenset[str] = frozenset()
 
 
 def _edges(values: list[Any], buckets: int) -> list[float]:
@@ -99,6 +101,8 @@ def replay(
             if oid in c.orders:
                 continue
             c.orders[oid] = _Order(at, Decimal(str(e["amount"])))
+            if e.get("channel"):
+                c.channels.add(e["channel"])
             c.last_order_at = at if c.last_order_at is None else max(c.last_order_at, at)
         elif kind == "order_refunded":
             order = c.orders.get(str(e["order_id"]))
@@ -171,5 +175,26 @@ def recompute(
             last_order_at=row.get("r"),
             scores=scores,
             segment=segment,
+            channels=frozenset(customers[cid].channels),
         )
     return out
+
+
+def aggregates(expected: Mapping[str, Expected]) -> tuple[dict[str, int], dict[str, int]]:
+    """The operator aggregates the scorer keeps live, recomputed: the segment report hash
+    (``<seg>|orders``, ``<seg>|monetary`` in minor units, ``<seg>|ch:<channel>``) and the
+    R x F grid (``"<r>:<f>"`` -> customers); zero entries left out."""
+    report: dict[str, int] = {}
+    grid: dict[str, int] = {}
+
+    def add(table: dict[str, int], key: str, n: int) -> None:
+        table[key] = table.get(key, 0) + n
+
+    for want in expected.values():
+        add(report, f"{want.segment}|orders", want.orders)
+        add(report, f"{want.segment}|monetary", int(want.monetary * 100))
+        for channel in want.channels:
+            add(report, f"{want.segment}|ch:{channel}", 1)
+        if want.scores["r"] is not None:
+            add(grid, f"{want.scores['r']}:{want.scores['f']}", 1)
+    return {k: v for k, v in report.items() if v}, {k: v for k, v in grid.items() if v}

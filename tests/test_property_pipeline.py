@@ -36,7 +36,7 @@ from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from tests.conftest import Infra, Isolated
-from tests.oracle import recompute
+from tests.oracle import aggregates, recompute
 from tests.support import WorkerProcess, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,6 +127,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 "currency": "TWD",
                 "occurred_at": at,
             }
+            channel = draw(st.sampled_from([None, "online", "pos", "app"]))
+            if channel:
+                event["channel"] = channel
             orders.append(event)
         log.append(event)
         phase.append(event)
@@ -244,6 +247,11 @@ def run_scenario(infra: Infra, tmp: Path, scenario: Scenario) -> None:
     for want in expected.values():
         tally[want.segment] += 1
     assert {k: v for k, v in live.items() if v} == dict(tally)
+    report, grid = aggregates(expected)
+    stored_report = {k.decode(): int(v) for k, v in client.hgetall(f"{iso.name}:report").items()}
+    stored_grid = {k.decode(): int(v) for k, v in client.hgetall(f"{iso.name}:grid").items()}
+    assert {k: v for k, v in stored_report.items() if v} == report
+    assert {k: v for k, v in stored_grid.items() if v} == grid
 
     # Replaying the change topic: per customer and per life (an erasure ends one), exact
     # duplicates only, seq 1..n without a gap, and the last `to` is the current segment.

@@ -2,6 +2,7 @@
 
 Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` channels,
 ``sc`` scores "r,f,m,i" (empty = not scored), ``sg`` segment, ``sq`` seq, ``v`` version,
+``tl`` "orders,monetary" as last committed (its share of the segment report),
 ``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight.
 """
 
@@ -42,6 +43,9 @@ def decode_customer(customer_id: str, fields: dict[bytes, bytes]) -> Customer:
             c.seq = int(value)
         elif key == "v":
             c.version = int(value)
+        elif key == "tl":
+            orders, monetary = value.split(",")
+            c.tally = (int(orders), int(monetary))
     return c
 
 
@@ -67,6 +71,8 @@ def encode_customer(c: Customer) -> dict[str, str]:
         out["sg"] = c.segment
     if c.seq:
         out["sq"] = str(c.seq)
+    if c.tally is not None:
+        out["tl"] = f"{c.tally[0]},{c.tally[1]}"
     for order_id, r in c.orders.items():
         out[f"o:{order_id}"] = f"{r.at},{r.amount},{r.refunded},{int(r.full)}"
     for at, weight in c.interactions.items():
@@ -82,3 +88,15 @@ def diff(before: dict[str, str], after: dict[str, str]) -> tuple[list[str], list
             sets.extend((k, v))
     dels = [k for k in before if k not in after]
     return sets, dels
+
+
+def report_share(fields: dict[str, str]) -> list[object] | None:
+    """What a stored customer adds to the operator aggregates: segment, orders, monetary,
+    channels and R x F cell; ``None`` when it has no segment (counts nowhere)."""
+    segment = fields.get("sg")
+    if not segment:
+        return None
+    orders, monetary = (fields.get("tl") or "0,0").split(",")
+    r, f = (fields.get("sc") or ",,,").split(",")[:2]
+    channels = [c for c in (fields.get("ch") or "").split(",") if c]
+    return [segment, orders, monetary, channels, f"{r}:{f}" if r and f else ""]

@@ -70,5 +70,23 @@ class Keys:
         return f"{self.prefix}refreshed_at"
 
     @property
+    def segment_report(self) -> str:
+        """Hash ``<segment>|orders``, ``<segment>|monetary``, ``<segment>|ch:<channel>``."""
+        return f"{self.prefix}report"
+
+    @property
+    def grid(self) -> str:
+        """Hash ``"<r>:<f>"`` -> customers with those scores."""
+        return f"{self.prefix}grid"
+
+    def transitions(self, hour: int) -> str:
+        """Hash ``"<from>><to>"`` -> moves in that hour (epoch hours; "" = none / erased)."""
+        return f"{self.prefix}tx:{hour}"
+
+    def history(self, customer_id: str) -> str:
+        """List of the customer's most recent change events, newest first."""
+        return f"{self.prefix}h:{customer_id}"
+
+    @property
     def stats(self) -> str:
         return f"{self.prefix}stats"

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from stream.changes import SegmentChange
 from stream.customer import Customer
 from stream.scoring import Thresholds, quantile_ranks
-from stream.store.codec import decode_customer, diff, encode_customer
+from stream.store.codec import decode_customer, diff, encode_customer, report_share
 from stream.store.keys import DIMS, Keys
 
 
@@ -149,12 +149,19 @@ class RedisStore:
                 doc["forget"] = True
             if c.accepted:
                 doc["acc"] = str(c.accepted)
+            share_before, share_after = report_share(c.before), report_share(after)
+            if share_before != share_after:
+                doc["agg"] = {"old": share_before or False, "new": share_after or False}
             await self._commit(
                 keys=[
                     k.customer(cust.customer_id),
                     *fixed,
                     k.applied(cust.customer_id),
                     k.stats,
+                    k.segment_report,
+                    k.grid,
+                    k.transitions(now // 3_600_000),
+                    k.history(cust.customer_id),
                 ],
                 args=[
                     cust.customer_id,

@@ -8,6 +8,10 @@ KEYS[9]  due zset (when the clock alone next changes the customer)
 KEYS[10] event clock (string, highest occurred_at applied)
 KEYS[11] the customer's applied-event zset (member = event id, score = expiry ms)
 KEYS[12] counters hash (accepted, changes)
+KEYS[13] segment report hash ("<seg>|orders", "<seg>|monetary", "<seg>|ch:<channel>")
+KEYS[14] R x F grid hash ("<r>:<f>" -> customers)
+KEYS[15] this hour's transitions hash ("<from>><to>" -> moves)
+KEYS[16] the customer's recent-changes list (newest first, at most HISTORY entries)
 
 ARGV[1]  customer id (index member)
 ARGV[2]  expected customer version (0 = customer absent)
@@ -19,7 +23,10 @@ ARGV[6]  JSON: {"set": [field, value, ...], "del": [field, ...],
                 "seg": [from, to] | absent, "out": "change json" | absent,
                 "clock": "ms" | absent, "erase": true | absent (delete the customer),
                 "forget": true | absent (an erasure: drop every dedupe mark first),
-                "acc": number of input events this commit applies (for the counters)}
+                "acc": number of input events this commit applies (for the counters),
+                "agg": {"old": share|false, "new": share|false} when the customer's share
+                       of the operator aggregates changes; share = [segment, orders,
+                       monetary, [channels], "r:f" or ""]}
            all numbers travel as strings: cjson would round 13-digit millisecond values.
 ARGV[7..] event ids this commit applies (dedupe marks to add)
 
@@ -27,7 +34,8 @@ Returns  {1, outbox-id-or-""} applied; {0, "version"} the customer changed since
          {0, "thresholds"} a refresh published a newer version meanwhile.
 
 Invariant kept atomically: the customer's state, its dedupe marks, its index entries, the live
-segment counts the outbox entry for its change and the accepted/changes counters move together or not at all, so counts always equal the
+segment counts the outbox entry for its change, the counters and the operator aggregates (segment report,
+R x F grid, transitions, history) move together or not at all, so counts always equal the
 number of customers per stored segment and no change can be lost between state and publish.
 --]]
 
@@ -49,7 +57,7 @@ if doc['forget'] then
   redis.call('DEL', KEYS[11])
 end
 if doc['erase'] then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[16])
 else
   local set = doc['set']
   if #set > 0 then
@@ -108,10 +116,47 @@ if redis.call('EXISTS', KEYS[11]) == 1 then
   redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', ARGV[4])
 end
 
+local function share(s, sign)
+  if not s then
+    return
+  end
+  local seg = s[1]
+  -- amounts travel as decimal strings; a leading '-' negates without float arithmetic
+  -- (Lua would print -1 * 0 as "-0", which HINCRBY refuses)
+  for n, field in ipairs({'|orders', '|monetary'}) do
+    local amount = s[n + 1]
+    if amount ~= '0' then
+      if sign < 0 then
+        amount = '-' .. amount
+      end
+      redis.call('HINCRBY', KEYS[13], seg .. field, amount)
+    end
+  end
+  for _, ch in ipairs(s[4]) do
+    redis.call('HINCRBY', KEYS[13], seg .. '|ch:' .. ch, sign)
+  end
+  if s[5] ~= '' then
+    redis.call('HINCRBY', KEYS[14], s[5], sign)
+  end
+end
+if doc['agg'] then
+  share(doc['agg']['old'], -1)
+  share(doc['agg']['new'], 1)
+end
+
+local HISTORY = 20
+local TRANSITIONS_TTL_MS = 400 * 86400000
 local id = ''
 if doc['out'] then
   id = redis.call('XADD', KEYS[4], '*', 'c', member, 'e', doc['out'])
   redis.call('HINCRBY', KEYS[12], 'changes', 1)
+  local move = (seg and seg[1] or '') .. '>' .. (seg and seg[2] or '')
+  redis.call('HINCRBY', KEYS[15], move, 1)
+  redis.call('PEXPIRE', KEYS[15], TRANSITIONS_TTL_MS)
+  if not doc['erase'] then
+    redis.call('LPUSH', KEYS[16], doc['out'])
+    redis.call('LTRIM', KEYS[16], 0, HISTORY - 1)
+  end
 end
 local accepted = tonumber(doc['acc'] or '0')
 if accepted > 0 then
