@@ -1,0 +1,94 @@
+"""One fired rule, end to end: skip if done or cooling down, pick the variant, send, record.
+
+The order of effects is the whole point. Outcomes are recorded in Redis before the runner
+commits Kafka offsets, so a restart skips finished actions; a crash between the HTTP 2xx and
+the record re-sends with the same ``Idempotency-Key`` (at-least-once, deduplicable by the
+receiver). Failures that exhausted their retries go to the actions dead-letter topic first
+and are marked done after, so none is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from consumers.campaigns.actions import Action, build, idempotency_key
+from consumers.campaigns.delivery import Delivered, Failed, deliver
+from consumers.campaigns.ledger import Ledger
+from consumers.campaigns.matching import Trigger
+from consumers.campaigns.rules import Variant
+from consumers.campaigns.variants import choose
+from stream.kafka import KafkaPublisher
+
+log = logging.getLogger(__name__)
+
+Result = Literal["delivered", "dead_lettered", "already_done", "cooldown"]
+
+
+def _public_url(url: str) -> str:
+    """The URL without credentials or query (tokens often hide there) for the DLQ record."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def dead_letter_record(action: Action, url: str, failure: Failed) -> bytes:
+    """The exact signed body is embedded, so an operator can re-send it unchanged."""
+    return orjson.dumps(
+        {
+            "rule": action.rule_id,
+            "variant": action.variant,
+            "customer_id": action.customer_id,
+            "event_id": action.event_id,
+            "idempotency_key": action.key,
+            "url": _public_url(url),
+            "attempts": failure.attempts,
+            "error": failure.reason,
+            "body": orjson.Fragment(action.body),
+        }
+    )
+
+
+@dataclass
+class Dispatcher:
+    ledger: Ledger
+    http: httpx.AsyncClient
+    publisher: KafkaPublisher
+    dlq_topic: str
+
+    async def fire(self, trigger: Trigger) -> Result:
+        rule = trigger.rule
+        key = idempotency_key(rule.id, trigger.event_id)
+        if await self.ledger.outcome(key) is not None:
+            await self.ledger.count(rule.id, "already_done")
+            return "already_done"
+        if rule.cooldown_s > 0 and await self.ledger.cooling(rule.id, trigger.customer_id):
+            await self.ledger.count(rule.id, "cooldown")
+            return "cooldown"
+        action = build(trigger, await self._variant(trigger))
+        outcome = await deliver(self.http, action, rule.webhook)
+        if isinstance(outcome, Delivered):
+            await self.ledger.record_delivery(action, rule.cooldown_s)
+            log.info("rule %s delivered %s (%d attempts)", rule.id, key, outcome.attempts)
+            return "delivered"
+        record = dead_letter_record(action, rule.webhook.url, outcome)
+        await self.publisher.publish([(self.dlq_topic, action.customer_id.encode(), record)])
+        await self.ledger.record_dead_letter(action)
+        log.warning("rule %s dead-lettered %s: %s", rule.id, key, outcome.reason)
+        return "dead_lettered"
+
+    async def _variant(self, trigger: Trigger) -> Variant | None:
+        """A/B arms are sticky: the recorded arm wins even if weights were edited since."""
+        rule = trigger.rule
+        if rule.split == "hash":
+            given = await self.ledger.variant_of(rule.id, trigger.customer_id)
+            for variant in rule.variants:
+                if variant.name == given:
+                    return variant
+        return choose(rule, trigger.customer_id, trigger.amount)

@@ -1,0 +1,189 @@
+"""``rfm campaigns``: the Kafka consumer loop around the dispatcher (the imperative shell).
+
+Own consumer group, manual commits: a batch's offsets are committed only after every action
+it fired is recorded in Redis, so a crash redelivers the batch and the ledger skips what was
+done. Partitions of a batch are handled concurrently, the records of one partition (one
+customer's events, in order) one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CommitFailedError
+
+from consumers.campaigns.dispatch import Dispatcher
+from consumers.campaigns.ledger import CampaignKeys, Ledger
+from consumers.campaigns.matching import (
+    Malformed,
+    change_triggers,
+    decode_change,
+    order_triggers,
+)
+from consumers.campaigns.rules import RuleSet, check_segments, load_rules
+from stream.config import Settings
+from stream.events import Rejected, parse_erasure, parse_order
+from stream.kafka import KafkaPublisher, client_options, ensure_topics
+from stream.segments import SchemeError, load_scheme
+from stream.store.redis_store import connect
+from stream.topics import Topics
+
+log = logging.getLogger("rfm.campaigns")
+
+
+def group_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}campaigns"
+
+
+def run_campaigns(settings: Settings, rules_path: Path) -> None:
+    """Load and check the rules (``RuleError`` names the problem), then consume until a signal."""
+    rules = load_rules(Path(rules_path), os.environ)
+    try:
+        scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+    except SchemeError:
+        scheme = None  # the worker reports a bad scheme; patterns just go unchecked here
+    if scheme is not None:
+        check_segments(rules, scheme.ids, scheme.id)
+    asyncio.run(_until_signalled(settings, rules))
+
+
+async def _until_signalled(settings: Settings, rules: RuleSet) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await consume(settings, rules, stop)
+
+
+@dataclass
+class _Records:
+    """Routes each record to the pure matching code and fires what matched."""
+
+    settings: Settings
+    rules: RuleSet
+    topics: Topics
+    ledger: Ledger
+    dispatcher: Dispatcher
+
+    @property
+    def ab_rules(self) -> list[str]:
+        """Rules whose A/B arms are measured by the moves of the customers given them."""
+        return [r.id for r in self.rules.rules if r.split == "hash"]
+
+    async def partition(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            if record.value is None:
+                continue
+            if record.topic == self.topics.changes:
+                await self._change(record)
+            elif record.topic == self.topics.orders:
+                await self._order(record.value)
+            elif record.topic == self.topics.erasure:
+                await self._erasure(record.value)
+
+    async def _change(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert record.value is not None
+        try:
+            change = decode_change(record.value)
+        except Malformed as exc:
+            log.warning(
+                "skipping malformed change %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            return
+        await self.ledger.record_moves(
+            self.ab_rules, change.customer_id, change.from_segment, change.to_segment
+        )
+        now = int(time.time() * 1000)
+        for trigger in change_triggers(self.rules.change_rules, change, now):
+            await self.dispatcher.fire(trigger)
+
+    async def _order(self, raw: bytes) -> None:
+        now = int(time.time() * 1000)
+        try:
+            order = parse_order(raw, self.settings.store, now)
+        except Rejected:
+            return  # the scorer dead-letters bad input; acting on it here would be wrong
+        if order.refund:
+            return
+        # every completion claims the marker, also with no first-order rule configured yet,
+        # so adding such a rule later does not take a regular for a newcomer
+        first = await self.ledger.claim_first_order(order.customer_id, order.event_id)
+        fired = order_triggers(
+            self.rules.order_rules,
+            order,
+            orjson.loads(raw),
+            first=first,
+            decimals=self.settings.store.currency_decimals,
+            now_ms=now,
+        )
+        for trigger in fired:
+            await self.dispatcher.fire(trigger)
+
+    async def _erasure(self, raw: bytes) -> None:
+        try:
+            request = parse_erasure(raw, self.settings.store, int(time.time() * 1000))
+        except Rejected:
+            return
+        await self.ledger.forget(request.customer_id, [r.id for r in self.rules.rules])
+
+
+async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> None:
+    """Consume changes, orders and erasures until ``stop`` is set; commit after each batch."""
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings)
+    redis = connect(settings.redis_url)
+    ledger = Ledger(
+        redis, CampaignKeys(settings.key_prefix), settings.store.dedupe_window_ms / 1000
+    )
+    consumer = AIOKafkaConsumer(
+        topics.changes,
+        topics.orders,
+        topics.erasure,
+        group_id=group_id(settings),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # a new group misses nothing; max_age skips stale events
+        session_timeout_ms=10_000,
+        **client_options(settings),
+    )
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=False) as http,
+            KafkaPublisher(settings) as publisher,
+        ):
+            dispatcher = Dispatcher(ledger, http, publisher, topics.actions_dlq)
+            records = _Records(settings, rules, topics, ledger, dispatcher)
+            await consumer.start()
+            log.info(
+                "campaigns: %d rules from %s; group %s",
+                len(rules.rules),
+                rules.source,
+                group_id(settings),
+            )
+            try:
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    if not batch:
+                        continue
+                    await asyncio.gather(*(records.partition(rs) for rs in batch.values()))
+                    try:
+                        await consumer.commit()
+                    except CommitFailedError as exc:  # rebalanced: the new owner skips done work
+                        log.warning("offset commit failed (%s); batch will be redelivered", exc)
+            finally:
+                await consumer.stop()
+    finally:
+        await redis.aclose()

@@ -1,0 +1,54 @@
+"""Which variant of a rule a customer gets.
+
+A/B arms come from a stable hash of (rule id, customer id) over the declared weights: SHA-256,
+not Python's ``hash()`` (salted per process), so every process, restart and machine agrees
+without coordination. Order-value splits pick the band the order amount falls into.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from decimal import Decimal
+
+from consumers.campaigns.rules import Rule, Variant
+
+
+def hash_point(rule_id: str, customer_id: str) -> int:
+    """A 64-bit point, uniform over customers, fixed for a (rule, customer) pair.
+
+    The rule id is length-prefixed so ``("a", "bc")`` and ``("ab", "c")`` differ.
+    """
+    material = f"{len(rule_id)}:{rule_id}:{customer_id}".encode()
+    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
+
+
+def by_hash(variants: Sequence[Variant], rule_id: str, customer_id: str) -> Variant:
+    """Arm i owns a share weight_i / sum(weights) of the hash space."""
+    total = sum(v.weight for v in variants)
+    slot = (hash_point(rule_id, customer_id) * total) >> 64  # 0 <= slot < total, no modulo bias
+    for variant in variants:
+        if slot < variant.weight:
+            return variant
+        slot -= variant.weight
+    raise AssertionError("unreachable: slot < total weight")
+
+
+def by_amount(variants: Sequence[Variant], amount: Decimal) -> Variant:
+    """The first band whose ``below`` exceeds the amount; the last variant is unbounded."""
+    for variant in variants:
+        if variant.below is None or amount < variant.below:
+            return variant
+    raise AssertionError("unreachable: the last variant has no bound")
+
+
+def choose(rule: Rule, customer_id: str, amount: Decimal | None) -> Variant | None:
+    """The variant for this firing, or ``None`` for a rule without variants."""
+    split = rule.split
+    if split == "hash":
+        return by_hash(rule.variants, rule.id, customer_id)
+    if split == "order_value":
+        if amount is None:
+            raise ValueError(f"rule {rule.id!r}: an order-value split needs an order amount")
+        return by_amount(rule.variants, amount)
+    return None
