@@ -696,3 +696,79 @@ to = "at_risk"
     counters = stats(isolated, "win_back")
     assert counters["delivered"] == 2
     assert counters["already_done"] == 1  # the replayed c-1 change was recognised and skipped
+
+
+def test_scorer_clock_move_to_at_risk_fires_exactly_one_verified_webhook(
+    isolated: Isolated,
+    receiver: Receiver,
+    start_campaigns: Callable[..., Campaigns],
+    start_worker: Callable[..., Any],
+) -> None:
+    """The whole chain: the real worker moves a customer by the clock alone, campaigns act."""
+    settings, topics = prepare(isolated)
+    config = isolated.config_file(
+        '[scoring]\nmode = "fixed"\nclock = "event"\n[scoring.edges]\n'
+        "r = [7, 14, 30, 60]\nf = [1, 2, 4, 8]\nm = [100, 500, 1000, 5000]\ni = [1, 2, 4, 8]\n"
+    )
+    worker = start_worker(config)
+    rules = rules_file(
+        isolated,
+        receiver,
+        """
+[[rule]]
+id = "win_back"
+trigger = "segment_change"
+to = "at_risk"
+cause = ["clock"]
+""",
+    )
+    proc = start_campaigns(rules)
+    day = 86_400_000
+    t0 = int(datetime.now(UTC).timestamp() * 1000) - 200 * day
+
+    def buy(n: int, cid: str, at: int, amount: str) -> dict[str, Any]:
+        return {**order(cid, f"o{n}", amount, f"e{n}"), "occurred_at": at}
+
+    # F 3 and M 900 score 3 and 3: fm 3 with R 5 is potential_loyalist.
+    publish(settings, topics.orders, [buy(n, "regular", t0 + n * day, "300.00") for n in range(3)])
+    with redis_of(isolated) as client:
+        wait_for(
+            lambda: int(client.hget(f"{isolated.name}:stats", "accepted") or 0) >= 3,
+            timeout=60,
+            what="the first orders applied",
+            diagnose=worker.tail,
+        )
+    # Another customer's order 75 days later moves the event clock: R drops to 1 -> at_risk.
+    publish(settings, topics.orders, [buy(10, "other", t0 + 75 * day, "50.00")])
+    [hit] = wait_for(
+        receiver.delivered,
+        timeout=60,
+        what="the webhook",
+        diagnose=lambda: (
+            f"{[m.json() for m in read_topic(settings, topics.changes)]}\n{proc.tail()}"
+        ),
+    )
+    expected = "sha256=" + hmac.new(SECRET, hit.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(hit.signature, expected)
+    body = hit.json()
+    assert (body["customer_id"], body["from"], body["to"], body["cause"]) == (
+        "regular",
+        "potential_loyalist",
+        "at_risk",
+        "clock",
+    )
+
+    # More clock: nothing moves 'regular' again, so nothing fires again.
+    publish(settings, topics.orders, [buy(11, "other", t0 + 150 * day, "50.00")])
+    with redis_of(isolated) as client:
+        wait_for(
+            lambda: (
+                int(client.get(f"{isolated.name}:clock") or 0) >= t0 + 150 * day
+                and client.zcount(f"{isolated.name}:due", "-inf", t0 + 150 * day) == 0
+            ),
+            timeout=60,
+            what="the scorer to apply and sweep the later clock",
+            diagnose=worker.tail,
+        )
+    settle(settings, proc, "every change consumed and committed")
+    assert len(receiver.all()) == 1
