@@ -1,0 +1,150 @@
+"""Scale-out on Kafka's own terms (consumer groups): three workers over twelve partitions, one
+killed mid-stream; and the refresh lease + version fence that keeps one leader's result."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import signal
+import time
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from stream.config import settings_from
+from stream.kafka import ensure_topics
+from stream.scoring import Thresholds
+from stream.segments import load_scheme
+from stream.store.keys import Keys
+from stream.store.redis_store import RedisStore, connect
+from stream.topics import Topics
+from tests.conftest import Isolated
+from tests.oracle import recompute
+from tests.support import WorkerProcess, produce, read_topic, wait_for
+from tests.test_pipeline import rfm
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+
+
+def test_three_workers_one_killed_mid_stream_end_at_the_oracle(isolated: Isolated) -> None:
+    rng = random.Random(12)
+    env = {**isolated.env, "RFM_PARTITIONS": "12"}
+    settings = settings_from(env, {"scoring": {"clock": "event"}})
+    topics = Topics(settings.topic_prefix)
+    asyncio.run(ensure_topics(settings))
+    config = isolated.config_file('[scoring]\nclock = "event"\nrefresh_interval = "2s"\n')
+    process_env = {**isolated.process_env(config), "RFM_PARTITIONS": "12"}
+    workers = [
+        WorkerProcess(process_env, isolated.tmp / f"worker-{n}.log").start() for n in range(3)
+    ]
+    now = int(time.time() * 1000)
+    events: list[dict[str, Any]] = [
+        {
+            "event_id": f"e{n}",
+            "type": "order_completed",
+            "order_id": f"o{n}",
+            "customer_id": f"{rng.randrange(2_000):05d}",
+            "amount": f"{Decimal(rng.randrange(100, 300_000)) / 100:.2f}",
+            "currency": "TWD",
+            "occurred_at": now - rng.randrange(1, 330 * 24) * 3_600_000,
+        }
+        for n in range(40_000)
+    ]
+    client = redis.Redis.from_url(isolated.infra.redis_url)
+
+    def accepted() -> int:
+        return int(client.hget(f"{isolated.name}:stats", "accepted") or 0)
+
+    try:
+        first, rest = events[:20_000], events[20_000:]
+        send = [(topics.orders, e["customer_id"].encode(), orjson.dumps(e)) for e in first]
+        produce(settings, send)
+        wait_for(
+            lambda: accepted() >= 4_000,
+            timeout=120,
+            what="the group to be mid-stream",
+            diagnose=workers[0].tail,
+        )
+        workers[1].stop(signal.SIGKILL)
+        send = [(topics.orders, e["customer_id"].encode(), orjson.dumps(e)) for e in rest]
+        produce(settings, send)
+        wait_for(
+            lambda: accepted() >= len(events),
+            timeout=240,
+            what="the survivors to take over and drain",
+            diagnose=lambda: f"accepted={accepted()}\n{workers[0].tail()}\n{workers[2].tail()}",
+        )
+        assert accepted() == len(events)
+        assert workers[0].alive and workers[2].alive
+        rfm(isolated, config, "refresh")
+        wait_for(
+            lambda: client.xlen(f"{isolated.name}:outbox") == 0, timeout=60, what="outbox drained"
+        )
+    finally:
+        client.close()
+        for worker in workers:
+            worker.stop()
+
+    expected = recompute(events, load_scheme("rfm-classic", 5))
+    rows = {
+        r["customer_id"]: r for r in map(orjson.loads, rfm(isolated, config, "export").splitlines())
+    }
+    assert set(rows) == set(expected)
+    for cid, want in expected.items():
+        got = rows[cid]
+        assert got["segment"] == want.segment, (cid, got, want)
+        assert (got["scores"]["r"], got["scores"]["f"], got["scores"]["m"]) == (
+            want.scores["r"],
+            want.scores["f"],
+            want.scores["m"],
+        ), cid
+        assert got["metrics"]["orders"] == want.orders, cid
+        assert Decimal(got["metrics"]["monetary"]) == want.monetary, cid
+
+    chains: dict[str, dict[int, bytes]] = defaultdict(dict)
+    for message in read_topic(settings, topics.changes):
+        change = message.json()
+        known = chains[change["customer_id"]].setdefault(change["seq"], message.value)
+        assert known == message.value  # a re-sent change is byte-identical
+    for cid, chain in chains.items():
+        assert sorted(chain) == list(range(1, len(chain) + 1)), cid
+        docs = [orjson.loads(chain[seq]) for seq in sorted(chain)]
+        assert docs[0]["from"] is None
+        for before, after in itertools.pairwise(docs):
+            assert after["from"] == before["to"], cid
+        assert docs[-1]["to"] == rows[cid]["segment"]
+
+
+def test_a_stale_refresh_leader_cannot_overwrite_a_newer_result(isolated: Isolated) -> None:
+    async def scenario() -> None:
+        store = RedisStore(connect(isolated.infra.redis_url), Keys(f"{isolated.name}:"))
+        try:
+            stale = await store.acquire_lease(ttl_ms=200)
+            assert stale is not None
+            assert await store.acquire_lease(ttl_ms=10_000) is None  # one leader at a time
+            wait_until = time.monotonic() + 5
+            fresh = None
+            while fresh is None and time.monotonic() < wait_until:  # the stale lease expires
+                fresh = await store.acquire_lease(ttl_ms=10_000)
+                await asyncio.sleep(0.05)
+            assert fresh is not None
+            newer = Thresholds(version=1, edges={"f": (1, 2, 3, 4)})
+            assert await store.publish_thresholds(fresh, 0, newer) == 1
+            older = Thresholds(version=1, edges={"f": (9, 9, 9, 9)})
+            assert await store.publish_thresholds(stale, 0, older) == -1  # lease lost
+            assert not await store.renew_lease(stale, 10_000)
+            # Even holding the lease, a result computed from an old version is fenced off.
+            assert await store.publish_thresholds(fresh, 0, older) == -2
+            current, _ = await store.thresholds()
+            assert (current.version, current.for_dim("f")) == (1, (1, 2, 3, 4))
+        finally:
+            await store.redis.aclose()
+
+    asyncio.run(scenario())
