@@ -289,3 +289,21 @@ def test_bad_input_goes_to_the_dlq_and_valid_input_around_it_is_kept(
     exported = rfm(isolated, isolated.config_file(EVENT_CLOCK), "export")
     ids = {orjson.loads(line)["customer_id"] for line in exported.splitlines()}
     assert ids == set(odd_ids)  # exactly as sent: "00042" stays "00042"
+
+
+def bad_payloads_sample(now: int) -> list[bytes]:
+    """A few rejects of different kinds, for tests that need some bad input around."""
+    order = {
+        "event_id": "bad",
+        "type": "order_completed",
+        "order_id": "bad",
+        "customer_id": "secret-customer-bad",
+        "amount": "4242.17",
+        "currency": "USD",
+        "occurred_at": now,
+    }
+    return [
+        b"{not json",
+        orjson.dumps(order),
+        orjson.dumps({**order, "currency": "TWD", "amount": "-1"}),
+    ]
