@@ -61,6 +61,13 @@ class CommitResult:
     outbox_id: bytes | None = None
 
 
+def history_entry(change: SegmentChange) -> bytes:
+    """The slice of a change kept in the customer's recent history: small, since every
+    customer who ever moved keeps up to HISTORY of them."""
+    doc = orjson.loads(change.encode())
+    return orjson.dumps({k: doc[k] for k in ("seq", "from", "to", "cause", "at")})
+
+
 def thresholds_from_doc(version: int, raw: bytes | None) -> Thresholds:
     if not raw:
         return Thresholds(version=version)
@@ -141,6 +148,7 @@ class RedisStore:
                 doc["seg"] = [c.segment_before or "", seg_after or ""]
             if c.change is not None:
                 doc["out"] = c.change.encode().decode("utf-8")
+                doc["hist"] = history_entry(c.change).decode("utf-8")
             if c.clock is not None:
                 doc["clock"] = str(c.clock)
             if c.erase:

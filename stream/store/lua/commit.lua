@@ -11,7 +11,8 @@ KEYS[12] counters hash (accepted, changes)
 KEYS[13] segment report hash ("<seg>|orders", "<seg>|monetary", "<seg>|ch:<channel>")
 KEYS[14] R x F grid hash ("<r>:<f>" -> customers)
 KEYS[15] this hour's transitions hash ("<from>><to>" -> moves)
-KEYS[16] the customer's recent-changes list (newest first, at most HISTORY entries)
+KEYS[16] the customer's recent changes (newest first, at most HISTORY compact entries:
+         {seq, from, to, cause, at})
 
 ARGV[1]  customer id (index member)
 ARGV[2]  expected customer version (0 = customer absent)
@@ -26,7 +27,8 @@ ARGV[6]  JSON: {"set": [field, value, ...], "del": [field, ...],
                 "acc": number of input events this commit applies (for the counters),
                 "agg": {"old": share|false, "new": share|false} when the customer's share
                        of the operator aggregates changes; share = [segment, orders,
-                       monetary, [channels], "r:f" or ""]}
+                       monetary, [channels], "r:f" or ""],
+                "hist": the change's history entry (with "out")}
            all numbers travel as strings: cjson would round 13-digit millisecond values.
 ARGV[7..] event ids this commit applies (dedupe marks to add)
 
@@ -144,7 +146,7 @@ if doc['agg'] then
   share(doc['agg']['new'], 1)
 end
 
-local HISTORY = 20
+local HISTORY = 10
 local TRANSITIONS_TTL_MS = 400 * 86400000
 local id = ''
 if doc['out'] then
@@ -154,7 +156,7 @@ if doc['out'] then
   redis.call('HINCRBY', KEYS[15], move, 1)
   redis.call('PEXPIRE', KEYS[15], TRANSITIONS_TTL_MS)
   if not doc['erase'] then
-    redis.call('LPUSH', KEYS[16], doc['out'])
+    redis.call('LPUSH', KEYS[16], doc['hist'])
     redis.call('LTRIM', KEYS[16], 0, HISTORY - 1)
   end
 end
