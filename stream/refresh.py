@@ -8,6 +8,8 @@ against ("base") are kept too, and the next refresh re-scores the union of both 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -89,6 +91,46 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
             report.seconds,
         )
         return report
+    finally:
+        await store.release_lease(token)
+
+
+def fingerprint(processor: Processor) -> str:
+    """What a customer's segment depends on besides its events: scheme and scoring settings."""
+    s = processor.settings
+    scoring = dataclasses.replace(s.scoring, refresh_interval_s=0.0)  # cadence changes nothing
+    parts = (processor.scheme, scoring, sorted(s.interaction_weights.items()))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+async def reconfigure(processor: Processor, *, lease_ms: int = LEASE_MS) -> int | None:
+    """Re-score every customer once after the scheme or scoring settings changed.
+
+    Runs under the refresh lease, so one worker does it; the others keep applying events
+    (each commit is atomic, so live counts stay exact throughout). Returns the number of
+    changes, or None when the stored fingerprint already matches.
+    """
+    store = processor.store
+    digest = fingerprint(processor)
+    if await store.fingerprint() == digest:
+        return None
+    token = await store.acquire_lease(lease_ms)
+    if token is None:
+        raise LeaseBusy("another process holds the refresh lease")
+    try:
+        if await store.fingerprint() == digest:
+            return None
+
+        async def keep_lease() -> None:
+            if not await store.renew_lease(token, lease_ms):
+                raise LeaseBusy("lost the refresh lease while re-scoring")
+
+        ids = [cid async for cid in store.scan_customer_ids()]
+        changes = await processor.rescore(ids, "reconfigure", before_batch=keep_lease)
+        if not await store.set_fingerprint(token, digest):
+            raise LeaseBusy("lost the refresh lease before recording the configuration")
+        log.info("configuration changed: re-scored %s customers, %s changes", len(ids), changes)
+        return changes
     finally:
         await store.release_lease(token)
 

@@ -20,7 +20,7 @@ import faust
 
 from stream.config import Settings
 from stream.processor import Processor, Record, wall_ms
-from stream.refresh import LeaseBusy, refresh, sweep_clock
+from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
@@ -88,6 +88,8 @@ class Runtime:
         try:
             await processor.flush_outbox()
             await sweep_clock(processor)
+            with contextlib.suppress(LeaseBusy):
+                await reconfigure(processor)
             if self.settings.scoring.mode != "quantile":
                 return
             store = processor.store

@@ -88,5 +88,10 @@ class Keys:
         return f"{self.prefix}h:{customer_id}"
 
     @property
+    def scoring_fingerprint(self) -> str:
+        """Digest of the scheme and scoring settings every customer was last classified with."""
+        return f"{self.prefix}fingerprint"
+
+    @property
     def stats(self) -> str:
         return f"{self.prefix}stats"

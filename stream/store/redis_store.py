@@ -213,6 +213,21 @@ class RedisStore:
             settled = Thresholds(version=0)
         return current, settled
 
+    async def fingerprint(self) -> str | None:
+        raw = await self.redis.get(self.keys.scoring_fingerprint)
+        return raw.decode() if raw else None
+
+    async def set_fingerprint(self, token: str, digest: str) -> bool:
+        """Record the configuration every customer is now classified with (lease holder only)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.keys.lease)
+            if await pipe.get(self.keys.lease) != token.encode():
+                return False
+            pipe.multi()
+            pipe.set(self.keys.scoring_fingerprint, digest)
+            await pipe.execute()
+            return True
+
     async def refreshed_at(self) -> int:
         return int(await self.redis.get(self.keys.refreshed_at) or 0)
 
