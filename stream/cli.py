@@ -259,5 +259,58 @@ def campaigns(rules_path: Path) -> None:
         raise click.ClickException(f"campaign rules: {exc}") from None
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def api(host: str, port: int) -> None:
+    """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set)."""
+    from consumers.api.app import run_api
+    from stream.segments import SchemeError
+
+    settings = _settings()
+    try:
+        run_api(settings, host, port)
+    except SchemeError as exc:
+        raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
+
+
+@main.command("bench")
+@click.option("--customers", type=click.IntRange(min=1), help="[default: 100000; quick 2000]")
+@click.option("--events", type=click.IntRange(min=1), help="Orders. [default: 200000; quick 4000]")
+@click.option("--refresh-sizes", default="", metavar="N,N", help="[default: C/10,C]")
+@click.option("--quick", is_flag=True, help="Small sizes for CI smoke runs (under a minute).")
+@click.option("--profile", is_flag=True, help="Sample the worker and the baseline with py-spy.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench_cmd(
+    customers: int | None,
+    events: int | None,
+    refresh_sizes: str,
+    quick: bool,
+    profile: bool,
+    json_path: Path | None,
+) -> None:
+    """Benchmark on the configured Kafka and Redis (SPEC section 10); PNG beside --json."""
+    try:
+        from bench import BenchError
+        from bench.runner import Options, parse_sizes, run_bench
+    except ImportError as exc:
+        raise click.ClickException(
+            f"rfm bench needs the bench extra ({exc.name}): pip install 'rfm-stream[bench]'"
+        ) from None
+
+    settings = _settings()
+    try:
+        options = Options.make(
+            customers=customers,
+            events=events,
+            quick=quick,
+            refresh_sizes=parse_sizes(refresh_sizes),
+            profile=profile,
+        )
+        run_bench(settings, options, json_path)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 if __name__ == "__main__":
     main()

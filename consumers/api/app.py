@@ -1,0 +1,209 @@
+"""Routes and wiring of ``rfm api``: each handler reads (``queries``), shapes (the pure
+modules) and answers. Nothing here computes a number itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from consumers.api import queries
+from consumers.api.customer import customer_doc, plausible_id
+from consumers.api.export import FORMATS, export_chunks
+from consumers.api.guard import LOOPBACK_HOSTS, Guard, is_loopback
+from consumers.api.live import counts_events
+from consumers.api.matrices import RangeError, grid_doc, hour_range, transitions_doc
+from consumers.api.metrics import exposition
+from consumers.api.report import report_doc, segments_doc
+from consumers.api.thresholds import thresholds_doc
+from stream.config import Settings
+from stream.processor import wall_ms
+from stream.segments import load_scheme
+from stream.store.keys import Keys
+from stream.store.redis_store import RedisStore
+
+log = logging.getLogger("rfm.api")
+STATIC = Path(__file__).parent / "static"
+SEGMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class Json(JSONResponse):
+    """orjson: fast, and strict about what it will encode."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(status: int, message: str) -> Json:
+    return Json({"error": message}, status_code=status)
+
+
+def is_public(path: str) -> bool:
+    """The health probe and the dashboard's static shell; the shell holds no data and asks
+    for the token itself."""
+    return path in ("/", "/healthz", "/favicon.ico") or path.startswith("/static/")
+
+
+def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0.0.1") -> Starlette:
+    scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+    store = RedisStore(client, Keys(settings.key_prefix), settings.store.dedupe_window_ms)
+    decimals = settings.store.currency_decimals
+
+    async def healthz(_: Request) -> Response:
+        try:
+            await asyncio.wait_for(queries.ping(store), timeout=2.0)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return Json({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
+        return Json({"status": "ok"})
+
+    async def metrics(_: Request) -> Response:
+        data = await queries.overview(store)
+        return Response(exposition(data, scheme), media_type=CONTENT_TYPE_LATEST)
+
+    async def segments(_: Request) -> Response:
+        return Json(segments_doc(scheme, await queries.counts(store)))
+
+    async def grid(_: Request) -> Response:
+        return Json(grid_doc(await queries.grid(store), settings.scoring.buckets))
+
+    async def transitions(request: Request) -> Response:
+        try:
+            hours = hour_range(
+                request.query_params.get("from"), request.query_params.get("to"), wall_ms()
+            )
+        except RangeError as exc:
+            return _error(400, str(exc))
+        return Json(transitions_doc(hours, await queries.transitions(store, hours)))
+
+    async def report(_: Request) -> Response:
+        counts, fields = await queries.segment_report(store)
+        doc = report_doc(scheme, counts, fields, decimals)
+        return Json({"currency": settings.store.currency, **doc})
+
+    async def lookup(customer_id: str) -> Response:
+        record = await queries.customer(store, customer_id) if plausible_id(customer_id) else None
+        if record is None:
+            return _error(404, "no such customer")
+        now = await queries.scoring_now(store, settings)
+        return Json(customer_doc(record, scheme, settings.window_ms, now, decimals))
+
+    async def customer(request: Request) -> Response:
+        return await lookup(request.path_params["customer_id"])
+
+    async def customer_by_query(request: Request) -> Response:
+        """``?id=``: for ids a browser would rewrite as a path segment (``.``, ``..``)."""
+        customer_id = request.query_params.get("id")
+        if customer_id is None:
+            return _error(400, "id: the customer id to look up")
+        return await lookup(customer_id)
+
+    async def thresholds(_: Request) -> Response:
+        current, settled = await queries.thresholds(store)
+        return Json(thresholds_doc(current, settled, settings))
+
+    async def export(request: Request) -> Response:
+        fmt = request.query_params.get("format", "jsonl")
+        if fmt not in FORMATS:
+            return _error(400, f"format: one of {', '.join(FORMATS)}")
+        segment = request.query_params.get("segment") or None
+        if segment is not None and not SEGMENT_ID.fullmatch(segment):
+            return _error(400, "segment: a segment id such as at_risk")
+        name = f"rfm-{segment or 'customers'}.{fmt}"
+        return StreamingResponse(
+            export_chunks(store, settings, segment, fmt),
+            media_type=FORMATS[fmt],
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def live(request: Request) -> Response:
+        return StreamingResponse(
+            counts_events(lambda: queries.counts(store), request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"x-accel-buffering": "no"},
+        )
+
+    async def dashboard(_: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
+
+    async def redis_down(_: Request, exc: Exception) -> Response:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return _error(503, "redis unavailable")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/segments", segments),
+        Route("/api/grid", grid),
+        Route("/api/transitions", transitions),
+        Route("/api/report", report),
+        Route("/api/customers", customer_by_query),
+        Route("/api/customers/{customer_id:path}", customer),
+        Route("/api/thresholds", thresholds),
+        Route("/api/export", export),
+        Route("/api/live", live),
+        Route("/", dashboard),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    guard = Middleware(
+        Guard,
+        token=token,
+        public=is_public,
+        allowed_hosts=LOOPBACK_HOSTS if is_loopback(bind_host) else None,
+    )
+    return Starlette(
+        routes=routes,
+        middleware=[guard],
+        exception_handlers={RedisConnectionError: redis_down, RedisTimeoutError: redis_down},
+        lifespan=lifespan,
+    )
+
+
+def run_api(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM. The token comes from ``RFM_API_TOKEN`` (empty = none)."""
+    token = os.environ.get("RFM_API_TOKEN") or None
+    if token is None and not is_loopback(host):
+        log.warning("serving on %s without RFM_API_TOKEN: anyone who can reach it can read", host)
+    app = create_app(settings, token=token, bind_host=host)
+    shown = f"[{host}]" if ":" in host else host
+    log.info("dashboard at http://%s:%d/ (token %s)", shown, port, "required" if token else "off")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,  # request paths carry customer ids; logs carry no customer data
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=3,  # open SSE streams would otherwise hold shutdown
+    )

@@ -1,0 +1,127 @@
+"""Reads from the scorer's Redis keys into plain records. No shaping, no arithmetic.
+
+Every aggregate read here is kept by the scorer's commit script in the same atomic step as
+the customer's segment, so one HGETALL is a consistent snapshot of that aggregate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stream.config import Settings
+from stream.customer import Customer
+from stream.processor import wall_ms
+from stream.scoring import Thresholds
+from stream.store.codec import decode_customer
+from stream.store.redis_store import RedisStore
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    customer: Customer
+    recent_changes: list[dict[str, Any]]  # change events, newest first
+
+
+@dataclass(frozen=True)
+class Overview:
+    """What ``/metrics`` exposes, read in one round trip."""
+
+    counts: dict[str, int]
+    stats: dict[str, int]
+    thresholds_version: int
+    outbox: int
+
+
+def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode("utf-8"): int(v) for k, v in raw.items()}
+
+
+async def ping(store: RedisStore) -> bool:
+    return bool(await store.redis.ping())
+
+
+async def counts(store: RedisStore) -> dict[str, int]:
+    """Live customers per segment; segments that emptied keep a 0 field and are dropped."""
+    return {k: v for k, v in _int_hash(await store.redis.hgetall(store.keys.counts)).items() if v}
+
+
+async def segment_report(store: RedisStore) -> tuple[dict[str, int], dict[str, int]]:
+    """(counts, report hash) from one pipeline, so customers and money agree."""
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hgetall(store.keys.counts)
+    pipe.hgetall(store.keys.segment_report)
+    raw_counts, raw_report = await pipe.execute()
+    return _int_hash(raw_counts), _int_hash(raw_report)
+
+
+async def grid(store: RedisStore) -> dict[str, int]:
+    """``"<r>:<f>"`` -> customers."""
+    return _int_hash(await store.redis.hgetall(store.keys.grid))
+
+
+async def transitions(store: RedisStore, hours: Sequence[int]) -> list[dict[str, int]]:
+    """The hourly ``"<from>><to>"`` -> moves hashes of the given epoch hours (absent = empty)."""
+    pipe = store.redis.pipeline(transaction=False)
+    for hour in hours:
+        pipe.hgetall(store.keys.transitions(hour))
+    return [_int_hash(raw) for raw in await pipe.execute()]
+
+
+async def customer(store: RedisStore, customer_id: str) -> CustomerRecord | None:
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hgetall(store.keys.customer(customer_id))
+    pipe.lrange(store.keys.history(customer_id), 0, -1)
+    fields, history = await pipe.execute()
+    if not fields:
+        return None
+    return CustomerRecord(
+        decode_customer(customer_id, fields), [orjson.loads(raw) for raw in history]
+    )
+
+
+async def thresholds(store: RedisStore) -> tuple[Thresholds, Thresholds]:
+    """(current, settled base) as the scorer published them."""
+    return await store.thresholds()
+
+
+async def scoring_now(store: RedisStore, settings: Settings) -> int:
+    """The clock windowed metrics are measured at: the wall, or the event clock."""
+    return wall_ms() if settings.scoring.clock == "wall" else await store.event_clock()
+
+
+async def overview(store: RedisStore) -> Overview:
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.hgetall(store.keys.counts)
+    pipe.hgetall(store.keys.stats)
+    pipe.hget(store.keys.thresholds, "v")
+    pipe.xlen(store.keys.outbox)
+    raw_counts, raw_stats, version, outbox = await pipe.execute()
+    return Overview(_int_hash(raw_counts), _int_hash(raw_stats), int(version or 0), int(outbox))
+
+
+async def customer_batches(store: RedisStore, batch: int = 500) -> AsyncIterator[list[Customer]]:
+    """Every stored customer, a bounded batch at a time (SCAN + one pipelined HGETALL each).
+
+    Memory stays flat whatever the population. SCAN returns every customer present for the
+    whole iteration at least once; one that is erased meanwhile is skipped.
+    """
+    ids: list[str] = []
+    async for key in store.redis.scan_iter(match=store.keys.customer_pattern, count=1000):
+        ids.append(store.keys.customer_id_of(key))
+        if len(ids) >= batch:
+            yield await _load(store, ids)
+            ids = []
+    if ids:
+        yield await _load(store, ids)
+
+
+async def _load(store: RedisStore, ids: list[str]) -> list[Customer]:
+    pipe = store.redis.pipeline(transaction=False)
+    for cid in ids:
+        pipe.hgetall(store.keys.customer(cid))
+    replies = await pipe.execute()
+    return [decode_customer(cid, f) for cid, f in zip(ids, replies, strict=True) if f]
