@@ -232,7 +232,7 @@ def refresh_cmd(timeout: float) -> None:
 @click.option("--rate", default=200.0, show_default=True, help="Live events per second.")
 @click.option("--duration", default=0.0, help="Stop after this many seconds (0 = until Ctrl-C).")
 def demo(customers: int, rate: float, duration: float) -> None:
-    """Stack + worker + synthetic storefront traffic, with live segment counts."""
+    """Stack + worker + api + campaigns + synthetic traffic; prints the dashboard URL."""
     from stream.demo import run_demo
 
     run_demo(_settings(), customers=customers, rate=rate, duration=duration)

@@ -3,7 +3,8 @@
 Customers come in archetypes with realistic shapes: many one-time buyers, a loyal core
 that keeps buying, a few whales, and lapsed regulars who stopped months ago. A year of
 history is back-filled first, then live orders arrive at ``rate`` per second, and the
-terminal shows live segment counts until the web dashboard exists.
+terminal shows live segment counts while the web dashboard (its URL is printed) shows the rest,
+including the campaign webhooks a built-in local receiver accepts.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 
 import orjson
@@ -160,31 +165,74 @@ async def _run(settings: Settings, customers: int, rate: float, duration: float)
     await store.redis.aclose()
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """The demo's stand-in for a marketing tool: accepts every campaign webhook."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=log
+        )
+
+
 def run_demo(settings: Settings, customers: int, rate: float, duration: float) -> None:
+    """Stack, worker, API + dashboard, campaigns with a local webhook receiver, traffic."""
     from stream import stack
 
     stack.up()
+    tmp = Path(tempfile.gettempdir())
     env = dict(os.environ)
     if "RFM_CONFIG" not in env:
         # the demo refreshes thresholds every 5 s so movement is visible at once
-        cfg = Path(tempfile.gettempdir()) / "rfm-demo.toml"
+        cfg = tmp / "rfm-demo.toml"
         cfg.write_text('[scoring]\nrefresh_interval = "5s"\n', encoding="utf-8")
         env["RFM_CONFIG"] = str(cfg)
         settings = replace(settings, scoring=replace(settings.scoring, refresh_interval_s=5.0))
-    log_path = Path(tempfile.gettempdir()) / "rfm-demo-worker.log"
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"], env=env, stdout=log, stderr=log
-        )
-    print(f"worker pid {worker.pid}, log {log_path}")
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{receiver.server_address[1]}/rfm/webhook"
+    example = resources.files("consumers.campaigns").joinpath("example.toml").read_text("utf-8")
+    rules = tmp / "rfm-demo-campaigns.toml"
+    rules.write_text(example.replace("http://127.0.0.1:8765/rfm/webhook", hook), "utf-8")
+    port = _free_port(8080)
+    children = [
+        _spawn(["worker"], env, tmp / "rfm-demo-worker.log"),
+        _spawn(["api", "--port", str(port)], env, tmp / "rfm-demo-api.log"),
+        _spawn(["campaigns", "--rules", str(rules)], env, tmp / "rfm-demo-campaigns.log"),
+    ]
+    print(f"dashboard: http://127.0.0.1:{port}/")
+    print(f"logs: {tmp}/rfm-demo-{{worker,api,campaigns}}.log; webhooks go to {hook}")
     try:
         asyncio.run(_run(settings, customers, rate, duration))
     except KeyboardInterrupt:
         pass
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        receiver.shutdown()
         print("\ndemo stopped; the stack keeps running (`rfm stack down` stops it)")

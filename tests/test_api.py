@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.processor import wall_ms
@@ -137,6 +138,7 @@ def test_every_endpoint_agrees_with_the_events_fed(isolated: Isolated) -> None:
             "/api/thresholds",
             "/api/export",
             "/api/live",
+            "/api/deliveries",
         ]
         with httpx.Client(base_url=api.url, timeout=30) as anon:
             for path in guarded:
@@ -244,6 +246,17 @@ def test_every_endpoint_agrees_with_the_events_fed(isolated: Isolated) -> None:
         for missing in (ERASED, "nobody", "x" * 129, "客戶 {1}:"):
             assert http.get("/api/customers/" + quote(missing, safe="")).status_code == 404
         assert http.get("/api/customers").status_code == 400
+
+        # -- campaign deliveries: what `rfm campaigns` recorded, newest first ---------------
+        assert http.get("/api/deliveries").json() == {"deliveries": []}
+        feed = redis.Redis.from_url(isolated.infra.redis_url)
+        try:
+            for n in (1, 2):
+                entry = {"rule": "r", "customer_id": f"c-{n}", "variant": None}
+                feed.lpush(f"{isolated.name}:cmp:recent", orjson.dumps({**entry, "n": n}))
+        finally:
+            feed.close()
+        assert [d["n"] for d in http.get("/api/deliveries").json()["deliveries"]] == [2, 1]
 
         # -- thresholds: the published edges are the population quantiles ------------------
         th = http.get("/api/thresholds").json()

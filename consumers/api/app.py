@@ -148,6 +148,11 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
             headers={"x-accel-buffering": "no"},
         )
 
+    async def deliveries(_: Request) -> Response:
+        """Latest campaign webhook outcomes recorded by `rfm campaigns` (newest first)."""
+        raw = await client.lrange(f"{settings.key_prefix}cmp:recent", 0, 49)
+        return Json({"deliveries": [orjson.loads(item) for item in raw]})
+
     async def dashboard(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
@@ -172,6 +177,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Route("/api/thresholds", thresholds),
         Route("/api/export", export),
         Route("/api/live", live),
+        Route("/api/deliveries", deliveries),
         Route("/", dashboard),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -7,6 +7,8 @@
 - ``cmp:variant:<rule>``: hash customer -> variant last delivered to them.
 - ``cmp:stats:<rule>``: counters (``delivered``, ``delivered:<variant>``, ``dead_lettered``,
   ``cooldown``, ``already_done``).
+- ``cmp:recent``: the latest deliveries and dead letters (JSON, newest first, capped) for the
+  operator dashboard.
 - ``cmp:moves:<rule>``: hash ``<variant>|<from>|<to>`` -> segment changes of customers after
   they got that variant, so a report can tell which arm moved customers up.
 
@@ -15,15 +17,30 @@ Customer ids are untrusted; they only ever end a key or name a hash field (binar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 import redis.asyncio as aioredis
 
 from consumers.campaigns.actions import Action
 
 DELIVERED = "delivered"
 DEAD_LETTERED = "dead_lettered"
+RECENT = 50  # deliveries the dashboard can show
+
+
+def recent_entry(action: Action, outcome: str) -> bytes:
+    return orjson.dumps(
+        {
+            "rule": action.rule_id,
+            "customer_id": action.customer_id,
+            "variant": action.variant,
+            "outcome": outcome,
+            "at": int(time.time() * 1000),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,10 @@ class CampaignKeys:
 
     def moves(self, rule_id: str) -> str:
         return f"{self.prefix}cmp:moves:{rule_id}"
+
+    @property
+    def recent(self) -> str:
+        return f"{self.prefix}cmp:recent"
 
 
 def _text(raw: bytes | str | None) -> str | None:
@@ -99,6 +120,8 @@ class Ledger:
             if action.variant is not None:
                 tx.hset(self.keys.variants(action.rule_id), action.customer_id, action.variant)
                 tx.hincrby(stats, f"delivered:{action.variant}", 1)
+            tx.lpush(self.keys.recent, recent_entry(action, DELIVERED))
+            tx.ltrim(self.keys.recent, 0, RECENT - 1)
             await tx.execute()
 
     async def record_dead_letter(self, action: Action) -> None:
@@ -107,6 +130,8 @@ class Ledger:
             tx.hincrby(self.keys.stats(action.rule_id), "dead_lettered", 1)
             if action.variant is not None:
                 tx.hincrby(self.keys.stats(action.rule_id), f"dead_lettered:{action.variant}", 1)
+            tx.lpush(self.keys.recent, recent_entry(action, DEAD_LETTERED))
+            tx.ltrim(self.keys.recent, 0, RECENT - 1)
             await tx.execute()
 
     async def count(self, rule_id: str, name: str) -> None:
@@ -137,6 +162,7 @@ class Ledger:
         """Erasure (SPEC section 9): drop every per-customer trace this consumer keeps."""
         async with self.redis.pipeline(transaction=True) as tx:
             tx.delete(self.keys.first_order(customer_id))
+            tx.delete(self.keys.recent)  # a display feed: dropping it beats keeping the id
             for rule_id in rule_ids:
                 tx.delete(self.keys.cooldown(rule_id, customer_id))
                 tx.hdel(self.keys.variants(rule_id), customer_id)

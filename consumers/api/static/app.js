@@ -14,7 +14,9 @@ const TEXT = {
     lookup: "Customer lookup", find: "Find", notFound: "No such customer.", token: "API token",
     open: "Open", wrongToken: "That token was not accepted.", none: "(new)", erased: "(erased)",
     noMoves: "No moves in this range.", scores: "Scores", seq: "Changes", metrics: "Metrics",
-    recent: "Recent changes", all: "All",
+    recent: "Recent changes", all: "All", deliveries: "Campaign webhooks", rule: "Rule",
+    variant: "Variant", outcome: "Outcome", customer: "Customer", at: "Time",
+    delivered: "delivered", dead_lettered: "dead-lettered",
   },
   "zh-TW": {
     title: "RFM 顧客分群", connecting: "連線中", streaming: "即時更新中", live: "即時分群人數", reconnecting: "重新連線中",
@@ -26,7 +28,9 @@ const TEXT = {
     lookup: "顧客查詢", find: "查詢", notFound: "查無此顧客。", token: "API 權杖",
     open: "開啟", wrongToken: "權杖不正確。", none: "（新）", erased: "（已刪除）",
     noMoves: "此期間沒有轉換。", scores: "分數", seq: "轉換次數", metrics: "指標",
-    recent: "最近轉換", all: "全部",
+    recent: "最近轉換", all: "全部", deliveries: "行銷活動 Webhook", rule: "規則",
+    variant: "版本", outcome: "結果", customer: "顧客", at: "時間",
+    delivered: "已送達", dead_lettered: "送達失敗",
   },
 };
 
@@ -34,6 +38,7 @@ const state = {
   lang: localStorage.getItem("rfm.lang") || (navigator.language.startsWith("zh") ? "zh-TW" : "en"),
   token: sessionStorage.getItem("rfm.token") || "",
   scheme: null, names: {}, order: [], counts: {}, grid: null, flow: null, report: null, customer: null,
+  deliveries: [],
 };
 
 const $ = (id) => document.getElementById(id);
@@ -186,8 +191,25 @@ function renderCustomer() {
   );
 }
 
+function renderDeliveries() {
+  const list = state.deliveries;
+  $("deliveries-section").hidden = list.length === 0;
+  const head = el("tr");
+  head.append(...["at", "rule", "customer", "variant", "outcome"].map((k) => el("th", t(k))));
+  const rows = list.slice(0, 12).map((d) => {
+    const tr = el("tr");
+    tr.append(el("td", new Date(d.at).toLocaleTimeString(state.lang)), el("td", d.rule),
+      el("td", d.customer_id), el("td", d.variant ?? "–"), el("td", t(d.outcome)));
+    return tr;
+  });
+  $("deliveries").replaceChildren(el("thead"), el("tbody"));
+  $("deliveries").tHead.append(head);
+  $("deliveries").tBodies[0].append(...rows);
+}
+
 function renderAll() {
   renderText(); renderCounts(); renderGrid(); renderFlow(); renderReport(); renderCustomer();
+  renderDeliveries();
 }
 
 // ---- data --------------------------------------------------------------------------------
@@ -205,9 +227,11 @@ async function loadPanels() {
   const to = new Date();
   const from = new Date(to.getTime() - hours * 3600e3);
   const q = new URLSearchParams({ from: from.toISOString(), to: to.toISOString() });
-  [state.grid, state.flow, state.report] = await Promise.all(
-    [api("/api/grid"), api(`/api/transitions?${q}`), api("/api/report")]);
-  renderGrid(); renderFlow(); renderReport();
+  let sent;
+  [state.grid, state.flow, state.report, sent] = await Promise.all(
+    [api("/api/grid"), api(`/api/transitions?${q}`), api("/api/report"), api("/api/deliveries")]);
+  state.deliveries = sent.deliveries;
+  renderGrid(); renderFlow(); renderReport(); renderDeliveries();
 }
 
 // Re-read the panels when counts move: at once, then at most every two seconds.
