@@ -139,6 +139,7 @@ def test_every_endpoint_agrees_with_the_events_fed(isolated: Isolated) -> None:
             "/api/export",
             "/api/live",
             "/api/deliveries",
+            "/api/campaigns",
         ]
         with httpx.Client(base_url=api.url, timeout=30) as anon:
             for path in guarded:
@@ -257,6 +258,7 @@ def test_every_endpoint_agrees_with_the_events_fed(isolated: Isolated) -> None:
         finally:
             feed.close()
         assert [d["n"] for d in http.get("/api/deliveries").json()["deliveries"]] == [2, 1]
+        assert http.get("/api/campaigns").json()["rules"] == {}
 
         # -- thresholds: the published edges are the population quantiles ------------------
         th = http.get("/api/thresholds").json()

@@ -35,6 +35,7 @@ from consumers.api.matrices import RangeError, grid_doc, hour_range, transitions
 from consumers.api.metrics import exposition
 from consumers.api.report import report_doc, segments_doc
 from consumers.api.thresholds import thresholds_doc
+from consumers.api.variants import variants_doc
 from stream.config import Settings
 from stream.processor import wall_ms
 from stream.segments import load_scheme
@@ -153,6 +154,17 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         raw = await client.lrange(f"{settings.key_prefix}cmp:recent", 0, 49)
         return Json({"deliveries": [orjson.loads(item) for item in raw]})
 
+    async def campaign_variants(_: Request) -> Response:
+        """Per campaign rule and A/B arm: deliveries and the segment moves that followed."""
+        prefix = f"{settings.key_prefix}cmp:stats:"
+        rules: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+            rule_id = key.decode()[len(prefix) :]
+            stats = await client.hgetall(key)
+            moves = await client.hgetall(f"{settings.key_prefix}cmp:moves:{rule_id}")
+            rules[rule_id] = (_counters(stats), _counters(moves))
+        return Json(variants_doc(rules, scheme.ids))
+
     async def dashboard(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
@@ -178,6 +190,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Route("/api/export", export),
         Route("/api/live", live),
         Route("/api/deliveries", deliveries),
+        Route("/api/campaigns", campaign_variants),
         Route("/", dashboard),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -193,6 +206,14 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         exception_handlers={RedisConnectionError: redis_down, RedisTimeoutError: redis_down},
         lifespan=lifespan,
     )
+
+
+def _counters(raw: dict[Any, Any]) -> dict[str, int]:
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def run_api(settings: Settings, host: str, port: int) -> None:
