@@ -277,10 +277,15 @@ def api(host: str, port: int) -> None:
 @main.command("bench")
 @click.option("--customers", type=click.IntRange(min=1), help="[default: 100000; quick 2000]")
 @click.option("--events", type=click.IntRange(min=1), help="Orders. [default: 200000; quick 4000]")
-@click.option("--refresh-sizes", default="", metavar="N,N", help="[default: C/10,C]")
+@click.option("--refresh-sizes", default="", metavar="N,N", help="Refresh populations [C/10,C].")
 @click.option("--quick", is_flag=True, help="Small sizes for CI smoke runs (under a minute).")
 @click.option("--profile", is_flag=True, help="Sample the worker and the baseline with py-spy.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the results here; the PNG chart goes beside them.",
+)
 def bench_cmd(
     customers: int | None,
     events: int | None,

@@ -1,0 +1,325 @@
+"""`rfm bench`: run every measurement once, in one isolated namespace, then report.
+
+Order matters on a small box: the end-to-end run and its raw baseline go back to back so
+they see the same conditions; the big in-process refresh populations go last so their
+Redis load cannot slow the throughput runs. Whatever happens, the run's child processes are
+stopped and its topics and keys deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from bench import BenchError, batch, import_rate, latency, machine, memory, refresh_cost, throughput
+from bench.child import Child
+from bench.namespace import Run
+from bench.profile import HotSpot, Profiler, hot_spots
+from bench.report import Results, chart, profile_table, table, to_json
+from bench.thresholds import Population, seed, thresholds_of
+from bench.workload import orders
+from stream.config import Settings
+from stream.kafka import ensure_topics
+from stream.processor import wall_ms
+from stream.scoring import Thresholds
+from stream.segments import load_scheme
+from stream.store.keys import Keys
+from stream.store.redis_store import RedisStore, connect
+
+WORKER = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"]
+BASELINE = [sys.executable, "-m", "bench.baseline"]
+
+
+@dataclass(frozen=True)
+class Options:
+    customers: int = 100_000
+    events: int = 200_000
+    latency_rate: float = 2000.0
+    latency_seconds: float = 10.0
+    refresh_sizes: tuple[int, ...] = (10_000, 100_000)
+    profile: bool = False
+    quick: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        customers: int | None = None,
+        events: int | None = None,
+        quick: bool = False,
+        refresh_sizes: tuple[int, ...] = (),
+        profile: bool = False,
+    ) -> Options:
+        """Defaults for a full or a quick (< 60 s) run; explicit values win.
+
+        Refresh populations default to a tenth of the customers and the customers (at least
+        1,000 and 10,000): big enough to show whether the cost follows the population.
+        """
+        if quick:
+            customers = customers or 2_000
+            events = events or 4_000
+            seconds = 3.0
+        else:
+            customers = customers or cls.customers
+            events = events or cls.events
+            seconds = cls.latency_seconds
+        if customers < 1 or events < 1 or any(n < 100 for n in refresh_sizes):
+            raise BenchError("--customers and --events must be >= 1, refresh sizes >= 100")
+        customers = min(customers, events)
+        sizes = refresh_sizes or (max(1_000, customers // 10), max(10_000, customers))
+        return cls(
+            customers=customers,
+            events=events,
+            latency_seconds=seconds,
+            refresh_sizes=tuple(sorted(set(sizes))),
+            profile=profile,
+            quick=quick,
+        )
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"100000,1000000"`` -> ``(100000, 1000000)``; empty means the defaults."""
+    try:
+        return tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise BenchError(
+            f"--refresh-sizes: expected numbers like 10000,100000; got {text!r}"
+        ) from None
+
+
+@dataclass
+class _State:
+    children: list[Child] = field(default_factory=list)
+    profiles: dict[str, tuple[Path, list[HotSpot]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+async def _consumer_run(
+    run: Run,
+    part: str,
+    name: str,
+    argv: list[str],
+    work: list[tuple[bytes, bytes]],
+    thresholds: Thresholds,
+    options: Options,
+    state: _State,
+) -> throughput.Throughput:
+    """Seed the part's thresholds, start its consumer, time the workload through it.
+
+    The consumer is left running (last in ``state.children``) for what the caller measures
+    next; ``_measure`` stops every child on the way out in any case.
+    """
+    settings = run.settings(part)
+    await ensure_topics(settings)
+    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    try:
+        await seed(store, thresholds)
+    finally:
+        await store.redis.aclose()
+    child = Child(name, argv, run.env(part), run.scratch / f"{part}.log").start()
+    state.children.append(child)
+    profiler = Profiler(child.pid, run.scratch / f"{part}.folded")
+
+    def ready() -> None:
+        if options.profile and not profiler.start():
+            state.notes.append("profile skipped: py-spy is not installed")
+
+    try:
+        result = await throughput.measure(
+            settings, work, child, timeout_s=120 + len(work) / 200, on_ready=ready
+        )
+    finally:
+        folded = profiler.stop()
+    if folded is not None:
+        state.profiles[part] = (folded, hot_spots(folded))
+    return result
+
+
+async def _counts(settings: Settings) -> dict[str, int]:
+    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    try:
+        return await store.counts()
+    finally:
+        await store.redis.aclose()
+
+
+async def _latencies(
+    settings: Settings, e2e: throughput.Throughput, options: Options, state: _State
+) -> tuple[latency.Latency, latency.Latency | None]:
+    """Latency at the asked rate and, if that exceeds the worker, at half its capacity.
+
+    Past the worker's capacity the first figure is mostly queueing; the second shows what the
+    pipeline itself adds (producer and worker batching, two broker hops, the Redis commit).
+    """
+    lat = await latency.measure(
+        settings, rate=options.latency_rate, seconds=options.latency_seconds, tag="lat"
+    )
+    calm = None
+    if lat.rate > 0.9 * e2e.events_per_s:
+        rate = max(50.0, round(e2e.events_per_s / 2, -1))
+        calm = await latency.measure(
+            settings, rate=rate, seconds=options.latency_seconds, tag="calm"
+        )
+        state.notes.append(
+            f"latency at {lat.rate:,.0f} events/s is above the worker's capacity"
+            f" ({e2e.events_per_s:,.0f}/s), so it is mostly queueing; at {calm.rate:,.0f}"
+            f" events/s p99 is {calm.percentile(99):,.1f} ms (latency_ms_at_half_capacity)"
+        )
+    for probe in (lat, calm):
+        if probe is not None and probe.missing:
+            state.notes.append(
+                f"latency at {probe.target_rate:,.0f}/s: {probe.missing} of {probe.sent}"
+                " changes never arrived"
+            )
+    return lat, calm
+
+
+async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Results:
+    state = _State()
+    settings = run.settings("e2e")
+    scoring = settings.scoring
+    scheme = load_scheme(scoring.scheme, scoring.buckets)
+    try:
+        facts = await machine.facts(settings)
+        started = time.perf_counter()
+        work = orders(
+            options.customers,
+            options.events,
+            now_ms=wall_ms(),
+            currency=settings.store.currency,
+            decimals=settings.store.currency_decimals,
+        )
+        population = Population.of(work.customer, work.amount, work.at)
+        thresholds = thresholds_of(population, scoring.buckets)
+        say(
+            f"workload: {len(work):,} orders over {work.customers:,} customers"
+            f" ({time.perf_counter() - started:.1f}s)"
+        )
+        values = [v for _, v in work.events]
+        recomputed = batch.recompute(
+            values, scheme, scoring.buckets, settings.store.currency_decimals
+        )
+        say(f"batch recompute: {recomputed.seconds:.2f}s")
+        if recomputed.edges != dict(thresholds.edges):
+            state.notes.append("the batch's edges differ from the seeded ones (a bench bug)")
+
+        say("end to end: starting rfm worker")
+        e2e = await _consumer_run(
+            run, "e2e", "rfm worker", WORKER, work.events, thresholds, options, state
+        )
+        say(f"end to end: {e2e.events_per_s:,.0f} events/s")
+        # The worker's final state must be what the batch computed from the same events.
+        counts = await _counts(settings)
+        if counts != recomputed.counts:
+            state.notes.append(
+                f"streaming segment counts {counts} differ from the batch's {recomputed.counts}"
+            )
+        mem = await memory.measure(settings)
+        say(f"memory: {mem.bytes_per_customer:,.0f} B/customer; measuring latency")
+        lat, calm = await _latencies(settings, e2e, options, state)
+        say(f"latency: p99 {lat.percentile(99):.1f} ms at {lat.rate:,.0f} events/s")
+        state.children.pop().stop()
+
+        say("baseline: starting python -m bench.baseline")
+        base = await _consumer_run(
+            run, "base", "the baseline", BASELINE, work.events, thresholds, options, state
+        )
+        state.children.pop().stop()
+        say(f"baseline: {base.events_per_s:,.0f} events/s")
+
+        imported = await asyncio.to_thread(
+            import_rate.measure, run.env("imp"), values, run.scratch, 120 + len(values) / 2000
+        )
+        say(f"rfm import: {imported.events_per_s:,.0f} events/s")
+
+        costs = []
+        for size in options.refresh_sizes:
+            part = f"rf{size}"
+            cost = await refresh_cost.measure(run.settings(part), size, say)
+            costs.append(cost)
+            say(f"refresh at {size:,}: {cost.seconds * 1000:.1f} ms, {cost.moved} moved")
+            await run.drop_keys(part)  # a big population need not wait for the end
+        return Results(
+            params={
+                **asdict(options),
+                "customers": work.customers,
+                "scheme": scoring.scheme,
+                "buckets": scoring.buckets,
+            },
+            machine=facts,
+            throughput=e2e,
+            baseline=base,
+            latency=lat,
+            latency_calm=calm,
+            refresh=costs,
+            memory=mem,
+            batch=recomputed,
+            import_rate=imported,
+            profiles={who: spots for who, (_, spots) in state.profiles.items()},
+            profile_files={who: path for who, (path, _) in state.profiles.items()},
+            notes=state.notes,
+        )
+    finally:
+        for child in state.children:
+            child.stop()
+
+
+async def _cleanup(run: Run) -> tuple[int, int]:
+    return await run.drop_topics(), await run.drop_keys()
+
+
+def run_bench(
+    settings: Settings, options: Options, json_path: Path | None = None
+) -> dict[str, Any]:
+    """Measure, print the table, write JSON (and the chart beside it); returns the JSON."""
+    out = Console()
+    err = Console(stderr=True)
+
+    def say(text: str) -> None:
+        err.print(f"[dim]bench:[/] {text}", highlight=False)
+
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # our consumers' join chatter
+    scratch = Path(tempfile.mkdtemp(prefix="rfm-bench-"))
+    run = Run(settings, scratch)
+    say(f"namespace {run.tag} (topics {run.tag}.*, keys {run.tag}:*), scratch {scratch}")
+    keep = False
+    try:
+        results = asyncio.run(_measure(run, options, say))
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            for who, folded in results.profile_files.items():
+                kept = json_path.with_suffix(f".{who}.folded")
+                shutil.copyfile(folded, kept)
+                results.notes.append(f"profile stacks ({who}): {kept.name}")
+            png = json_path.with_suffix(".png")
+            results.notes.append(chart(results, png) or f"chart: {png.name}")
+    except BaseException:
+        keep = True  # the child logs explain the failure
+        raise
+    finally:
+        topics, keys = asyncio.run(_cleanup(run))
+        say(f"cleaned up {topics} topics and {keys} keys")
+        if keep:
+            say(f"logs kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    doc = to_json(results)
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    out.print(table(results))
+    for who, spots in results.profiles.items():
+        out.print(profile_table("rfm worker" if who == "e2e" else "raw baseline", spots))
+    for note in results.notes:
+        out.print(f"note: {note}")
+    return doc

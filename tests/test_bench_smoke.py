@@ -1,0 +1,115 @@
+"""`rfm bench --quick` runs against a real broker and Redis and reports SPEC section 10's shape.
+
+Speed is not asserted (CI boxes differ); what is: the JSON has every SPEC key with the right
+types, the chart is written beside it, the worker's final segment counts equal the batch
+recomputation of the same events (so the bench timed real work), and the run removes every
+topic and key it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import baseline
+from stream import worker
+from stream.stack import KAFKA_VERSION
+from tests.conftest import Infra
+
+SPEC_KEYS = {
+    "events_per_s",
+    "baseline_events_per_s",
+    "latency_ms",
+    "refresh",
+    "redis_bytes_per_customer",
+    "batch_recompute_s",
+    "machine",
+}
+
+
+def test_baseline_takes_batches_shaped_like_the_worker() -> None:
+    assert (baseline.BATCH_MAX, baseline.BATCH_WITHIN_S) == (
+        worker.BATCH_MAX,
+        worker.BATCH_WITHIN_S,
+    )
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
+    env.update({"RFM_KAFKA_BOOTSTRAP": infra.bootstrap, "RFM_REDIS_URL": infra.redis_url})
+    out = tmp_path / "b.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "--quick", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert done.returncode == 0, f"rfm bench failed:\n{done.stdout}\n{done.stderr}"
+
+    doc = orjson.loads(out.read_bytes())
+    assert set(doc) >= SPEC_KEYS, SPEC_KEYS - set(doc)
+    assert number(doc["events_per_s"]) and doc["events_per_s"] > 0
+    assert number(doc["baseline_events_per_s"]) and doc["baseline_events_per_s"] > 0
+    latency = doc["latency_ms"]
+    assert set(latency) == {"p50", "p95", "p99", "at_events_per_s"}
+    assert all(number(v) and v > 0 for v in latency.values()), latency
+    assert latency["p50"] <= latency["p95"] <= latency["p99"]
+    refresh = doc["refresh"]
+    assert len(refresh) == 2
+    for entry in refresh:
+        assert isinstance(entry["customers"], int) and isinstance(entry["moved"], int)
+        assert number(entry["seconds"]) and entry["seconds"] > 0
+    sizes = [entry["customers"] for entry in refresh]
+    assert sizes[0] < sizes[1]
+    # "the same number moved" at both sizes: a few dozen either way, never the population
+    assert all(20 <= entry["moved"] <= 300 for entry in refresh), refresh
+    assert number(doc["redis_bytes_per_customer"]) and doc["redis_bytes_per_customer"] > 0
+    assert number(doc["batch_recompute_s"]) and doc["batch_recompute_s"] >= 0
+    machine = doc["machine"]
+    assert isinstance(machine["cores"], int) and machine["cores"] >= 1
+    assert isinstance(machine["cpu_model"], str) and isinstance(machine["python"], str)
+    assert machine["kafka_version"] == KAFKA_VERSION
+    assert isinstance(machine["redis_version"], str)
+    assert machine["packages"]["faust-streaming"] and machine["packages"]["aiokafka"]
+
+    assert not [n for n in doc["notes"] if "differ" in n or "never arrived" in n], doc["notes"]
+    png = out.with_suffix(".png")
+    if "chart skipped" not in " ".join(doc["notes"]):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Nothing of the run is left behind.
+    found = re.search(r"namespace (bench[0-9a-f]+)", done.stderr)
+    assert found, done.stderr
+    tag = found.group(1)
+    client = redis.Redis.from_url(infra.redis_url)
+    try:
+        assert not list(client.scan_iter(match=f"{tag}:*", count=1000))
+    finally:
+        client.close()
+    assert not [t for t in asyncio.run(topics(infra.bootstrap)) if t.startswith(f"{tag}.")]
+
+
+async def topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
