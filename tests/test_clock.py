@@ -100,23 +100,30 @@ def test_a_customer_who_stops_buying_reaches_cant_lose_them_by_the_clock_alone(
     # A champion: ten big orders within a week (F 10 > 8, M 10,000 > 5,000, R 5).
     probe.send(*(order(n, "loyal", t0 + n * DAY // 2) for n in range(10)))
     settle(probe, 10, worker)
-    first = wait_for(lambda: probe.changes("loyal"), timeout=30, what="a first assignment")
-    assert [(c["from"], c["to"], c["cause"]) for c in first] == [(None, "champions", "order")]
+    # The orders may arrive over several batches, so the way up can take a few order moves.
+    first = wait_for(
+        lambda: (
+            found if (found := probe.changes("loyal")) and found[-1]["to"] == "champions" else None
+        ),
+        timeout=30,
+        what="'loyal' to reach champions",
+    )
+    assert first[0]["from"] is None and all(c["cause"] == "order" for c in first)
 
     # Someone else's order moves the event clock 70 days on: days since 'loyal' bought > 60.
     probe.send(order(100, "other", t0 + 75 * DAY, "50.00"))
     settle(probe, 11, worker)
     moved = wait_for(
-        lambda: found if len(found := probe.changes("loyal")) >= 2 else None,
+        lambda: found if len(found := probe.changes("loyal")) > len(first) else None,
         timeout=30,
         what="the clock-driven move",
         diagnose=worker.tail,
     )
-    assert [(c["from"], c["to"], c["cause"]) for c in moved] == [
-        (None, "champions", "order"),
+    assert moved[: len(first)] == first
+    assert [(c["from"], c["to"], c["cause"]) for c in moved[len(first) :]] == [
         ("champions", "cant_lose_them", "clock"),
     ]
-    assert moved[1]["scores"] == {"r": 1, "f": 5, "m": 5, "i": None}
+    assert moved[-1]["scores"] == {"r": 1, "f": 5, "m": 5, "i": None}
 
     # Exactly once: more clock, no further change (every recency edge is already passed).
     probe.send(order(101, "other", t0 + 150 * DAY, "50.00"))
