@@ -165,6 +165,20 @@ class WorkerProcess:
         return "worker log tail:\n" + "\n".join(text[-lines:])
 
 
+def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:
+    """Run the real CLI in ``iso``'s deployment; fail with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        env=iso.process_env(config),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"rfm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def lines(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     return path

@@ -15,13 +15,11 @@ import asyncio
 import itertools
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +31,7 @@ from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.support import WorkerProcess, produce, read_topic, wait_for
+from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -49,19 +47,6 @@ WHILE_DOWN = 3_000  # new events produced while no worker runs
 REDELIVERED = 500  # exact re-sends (same event_id) of events produced before the kill
 KILL_AT = 0.2  # the kill comes after this fraction of BEFORE_KILL is applied...
 KILL_BY = 0.5  # ...and before this one
-
-
-def rfm(iso: Isolated, config: Path, *args: str, timeout: float = 240) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        env=iso.process_env(config),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"rfm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 class Observer:

@@ -22,8 +22,7 @@ from stream.segments import load_scheme
 from stream.topics import Topics
 from tests.conftest import Infra, Isolated
 from tests.oracle import recompute
-from tests.support import WorkerProcess, produce, wait_for
-from tests.test_pipeline import rfm
+from tests.support import WorkerProcess, produce, rfm, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -6,8 +6,6 @@ import asyncio
 import base64
 import itertools
 import random
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from stream.segments import load_scheme
 from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.oracle import recompute
-from tests.support import WorkerProcess, lines, produce, read_topic, wait_for
+from tests.support import WorkerProcess, lines, produce, read_topic, rfm, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +31,6 @@ EVENT_CLOCK = """
 clock = "event"
 refresh_interval = "2s"
 """
-
-
-def rfm(iso: Isolated, config: Any, *args: str, timeout: float = 180) -> str:
-    """Run the real CLI; fail with its output if it fails."""
-    done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        env=iso.process_env(config),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"rfm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def stats(iso: Isolated) -> dict[str, int]:

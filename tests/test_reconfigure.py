@@ -18,8 +18,7 @@ from stream.kafka import ensure_topics
 from stream.segments import load_scheme
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.support import WorkerProcess, produce, read_topic, wait_for
-from tests.test_pipeline import rfm
+from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -25,8 +25,7 @@ from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.oracle import recompute
-from tests.support import WorkerProcess, produce, read_topic, wait_for
-from tests.test_pipeline import rfm
+from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
 
 pytestmark = pytest.mark.integration
 

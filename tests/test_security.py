@@ -15,8 +15,8 @@ import redis
 from stream.kafka import ensure_topics
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.support import WorkerProcess, produce, wait_for
-from tests.test_pipeline import bad_payloads_sample, rfm
+from tests.support import WorkerProcess, produce, rfm, wait_for
+from tests.test_pipeline import bad_payloads_sample
 
 pytestmark = pytest.mark.integration
 
