@@ -6,6 +6,9 @@ from the system `redis-server`. Both bind 127.0.0.1 only, keep their data and lo
 state dir, and outlive the `rfm stack up` that started them so `rfm worker` & co. can use them.
 Processes are recognised as ours by pid file + /proc cmdline (which names our config file), so
 `up` is idempotent and `down` never signals anything it did not start. No topics are created here.
+
+Optionally the broker also listens for SASL_PLAINTEXT with SCRAM-SHA-256/512 on a port of its own,
+with the users given to `up`: a real SASL broker to point the scorer's SASL settings at.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -33,6 +39,7 @@ from typing import Any
 __all__ = [
     "HOST",
     "KAFKA_VERSION",
+    "SCRAM_MECHANISMS",
     "ComponentStatus",
     "StackError",
     "StackStatus",
@@ -44,7 +51,11 @@ __all__ = [
 ]
 
 KAFKA_VERSION = "3.9.1"
-HOST = "127.0.0.1"  # loopback only: the stack has no authentication
+HOST = "127.0.0.1"  # loopback only: the plain listeners have no authentication
+# What the optional SASL_PLAINTEXT listener accepts; every user gets a credential for each.
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_SCRAM_ITERATIONS = 4096  # Kafka's minimum (and default)
+_SCRAM_USER = re.compile(r"[A-Za-z0-9._@-]{1,128}")  # nothing the format tool's parser splits on
 
 _KAFKA_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"  # present only once a jar download completed
 # Heap capped so the broker fits next to workers on a small box. SerialGC measurably shortens
@@ -56,6 +67,8 @@ _NAMES = ("kafka", "redis")
 _STOP_GRACE = 30.0  # a KRaft broker's controlled shutdown takes a few seconds
 _KILL_GRACE = 10.0
 _POLL = 0.1
+# Once a fresh broker answers, a SCRAM login that still fails after this is a wrong credential.
+_LOGIN_GRACE = 10.0
 
 # Popen objects of processes this Python process started: kept so they are reaped (no zombies
 # that still look alive) and so no "still running" ResourceWarning fires when they outlive us.
@@ -115,6 +128,8 @@ def up(
     kafka_port: int = 9092,
     controller_port: int = 9093,
     redis_port: int = 6379,
+    sasl_port: int | None = None,
+    sasl_users: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     echo: Callable[[str], None] = print,
     state_dir: Path | None = None,
@@ -125,14 +140,21 @@ def up(
     Idempotent: components already running from this state dir are reused, not restarted. It
     either returns a working stack or raises StackError after stopping what this call started,
     so a failed `up` leaves nothing half-started. `timeout` bounds the whole call, downloads too.
+
+    `sasl_port` adds a SASL_PLAINTEXT listener (SCRAM-SHA-256 and -512) for `sasl_users`
+    (name: password). Kafka stores SCRAM users in its metadata log, and this stack writes them
+    only when it formats a fresh state dir; `up` returns once every user has logged in, so a
+    state dir formatted with other users is reported, never silently accepted.
     """
     began = time.monotonic()
     deadline = began + timeout
-    _check_port_numbers(kafka_port, controller_port, redis_port)
+    users = _check_sasl(sasl_port, sasl_users)
+    sasl = () if sasl_port is None else (sasl_port,)
+    _check_port_numbers(kafka_port, controller_port, redis_port, *sasl)
     layout = _Layout.at(state_dir)
     layout.make()
     libs = (libs_dir or default_libs_dir(layout.root)).expanduser().resolve()
-    ports = {"kafka": (kafka_port, controller_port), "redis": (redis_port,)}
+    ports = {"kafka": (kafka_port, controller_port, *sasl), "redis": (redis_port,)}
     with _locked(layout):
         pids = {name: _live_pid(layout, name) for name in _NAMES}
         for name in _NAMES:
@@ -147,13 +169,13 @@ def up(
         java = _java() if pids["kafka"] is None else None
         for name in _NAMES:
             if pids[name] is None:
-                for port, role in zip(ports[name], _ROLES[name], strict=True):
+                for port, role in zip(ports[name], _ROLES[name], strict=False):
                     _check_port_free(port, role)
         if java is not None:
             _ensure_libs(libs, layout, deadline, echo)
-            _write_kafka_config(layout, kafka_port, controller_port)
+            _write_kafka_config(layout, kafka_port, controller_port, sasl_port)
             _rotate(layout.log("kafka"))
-            _format_storage(java, libs, layout, deadline, echo)
+            _format_storage(java, libs, layout, deadline, echo, users)
 
         started: list[str] = []
         seconds: dict[str, float] = {}
@@ -179,6 +201,9 @@ def up(
                 echo(f"redis: ready in {seconds['redis']:.1f}s (pid {pids['redis']})")
             kafka_t0 = time.monotonic()
             _wait_kafka(layout, _known(pids["kafka"]), kafka_port, deadline, timeout)
+            if sasl_port is not None:
+                grace = _LOGIN_GRACE if "kafka" in started else 0.0  # a reused one is ready
+                _wait_scram_logins(layout, _known(pids["kafka"]), sasl_port, users, deadline, grace)
             # A started broker's time includes jar download and formatting: what users wait for.
             seconds["kafka"] = time.monotonic() - (began if java is not None else kafka_t0)
             if "kafka" in started:
@@ -467,6 +492,24 @@ def _check_port_numbers(*ports: int) -> None:
         raise StackError(f"ports {', '.join(map(str, ports))} must all differ: pick distinct ports")
 
 
+def _check_sasl(port: int | None, users: Mapping[str, str] | None) -> dict[str, str]:
+    users = dict(users or {})
+    if port is None:
+        if users:
+            raise StackError("SCRAM users need a SASL listener: give a SASL port as well")
+        return users
+    if not users:
+        raise StackError("a SASL listener needs at least one SCRAM user (name and password)")
+    for name, password in users.items():
+        if not _SCRAM_USER.fullmatch(name):
+            raise StackError(
+                f"SCRAM user name {name!r} is not supported: use 1-128 of A-Z a-z 0-9 . _ @ -"
+            )
+        if not password:
+            raise StackError(f"SCRAM user {name!r} has an empty password: give it one")
+    return users
+
+
 def _check_same_ports(layout: _Layout, name: str, pid: int | None, wanted: tuple[int, ...]) -> None:
     have = _read_info(layout, name).get("ports")
     if isinstance(have, list) and tuple(have) != wanted:
@@ -477,10 +520,11 @@ def _check_same_ports(layout: _Layout, name: str, pid: int | None, wanted: tuple
         )
 
 
-_ROLES = {"kafka": ("kafka", "kafka controller"), "redis": ("redis",)}
+_ROLES = {"kafka": ("kafka", "kafka controller", "kafka SASL"), "redis": ("redis",)}
 _PORT_HINT = {
     "kafka": "stop it or set RFM_KAFKA_BOOTSTRAP to use it",
     "kafka controller": "stop it or choose another controller port",
+    "kafka SASL": "stop it or choose another SASL port",
     "redis": "stop it or set RFM_REDIS_URL to use it",
 }
 
@@ -613,16 +657,32 @@ def _java_props(props: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_kafka_config(layout: _Layout, port: int, controller_port: int) -> None:
+def _write_kafka_config(
+    layout: _Layout, port: int, controller_port: int, sasl_port: int | None
+) -> None:
+    listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
+    advertised = f"PLAINTEXT://{HOST}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    sasl: dict[str, str] = {}
+    if sasl_port is not None:
+        # Clients only: brokers and the controller keep talking over the plain listeners.
+        listeners += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
+        advertised += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        sasl["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+        for mechanism in SCRAM_MECHANISMS:  # the broker side needs no secret, only the module
+            key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+            sasl[key] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
+        **sasl,
         "log.dirs": str(layout.kafka_data),
         # a single node: every internal topic has exactly one replica
         "offsets.topic.replication.factor": "1",
@@ -646,27 +706,49 @@ def _cluster_id(layout: _Layout) -> str:
     return cluster_id
 
 
+def _scram_credential(mechanism: str, name: str, password: str) -> str:
+    """The format tool's `--add-scram` value, salted here so no password reaches the tool.
+
+    SaltedPassword = PBKDF2-HMAC(password, salt, iterations) (RFC 5802), which the tool turns
+    into the stored and server keys the broker keeps.
+    """
+    digest = mechanism.removeprefix("SCRAM-").replace("-", "").lower()  # sha256 / sha512
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), salt, _SCRAM_ITERATIONS)
+    b64 = base64.b64encode
+    return (
+        f"{mechanism}=[name={name},iterations={_SCRAM_ITERATIONS},"
+        f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]'
+    )
+
+
 def _format_storage(
-    java: str, libs: Path, layout: _Layout, deadline: float, echo: Callable[[str], None]
+    java: str,
+    libs: Path,
+    layout: _Layout,
+    deadline: float,
+    echo: Callable[[str], None],
+    users: Mapping[str, str],
 ) -> None:
-    """KRaft refuses to start on an unformatted log dir; format it once per state dir."""
+    """KRaft refuses to start on an unformatted log dir; format it once per state dir.
+
+    SCRAM users go into the metadata log here. Their credentials travel in a private argument
+    file (the java launcher expands `@file`), never on a command line other users can read.
+    """
     if (layout.kafka_data / "meta.properties").is_file():
         return
     echo(f"kafka: formatting storage in {layout.kafka_data} (first start of this state dir)")
-    cmd = [
-        java,
-        *_TOOL_JVM,
-        *_log4j_args(layout),
-        "-cp",
-        _classpath(libs),
-        "kafka.tools.StorageTool",
-        "format",
-        "--ignore-formatted",
-        "-t",
-        _cluster_id(layout),
-        "-c",
-        str(layout.config("kafka")),
-    ]
+    args = ["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", _cluster_id(layout)]
+    args += ["-c", layout.config("kafka").name]  # relative to cwd: no path to quote below
+    for name, password in users.items():
+        for mechanism in SCRAM_MECHANISMS:
+            args += ["--add-scram", _scram_credential(mechanism, name, password)]
+    # Every argument is from a quote-free alphabet (checked names, base64, our file names).
+    argfile = layout.conf / f".format-{os.getpid()}.args"
+    fd = os.open(argfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write("".join(f"'{arg}'\n" for arg in args))
+    cmd = [java, *_TOOL_JVM, *_log4j_args(layout), "-cp", _classpath(libs), f"@{argfile}"]
     log = layout.log("kafka")
     try:
         with open(log, "ab") as out:
@@ -675,11 +757,14 @@ def _format_storage(
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                cwd=layout.conf,
                 timeout=max(1.0, deadline - time.monotonic()),
                 check=False,
             ).returncode
     except subprocess.TimeoutExpired:
         raise StackError(f"formatting Kafka storage timed out: see {log}") from None
+    finally:
+        argfile.unlink(missing_ok=True)
     if code != 0:
         raise StackError(f"formatting Kafka storage failed (exit {code}): see {log}")
 
@@ -741,28 +826,8 @@ def _wait_redis(layout: _Layout, pid: int, port: int, deadline: float, timeout: 
 def _wait_kafka(layout: _Layout, pid: int, port: int, deadline: float, timeout: float) -> None:
     """Ready means a metadata request answered with a registered broker."""
 
-    async def probe() -> bool:
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.errors import KafkaError
-
-        budget = max(0.5, min(5.0, deadline - time.monotonic()))
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=f"{HOST}:{port}",
-            client_id="rfm-stack",
-            request_timeout_ms=int(budget * 1000),
-        )
-        try:
-            await asyncio.wait_for(admin.start(), budget)
-            cluster = await asyncio.wait_for(admin.describe_cluster(), budget)
-            return bool(cluster.get("brokers"))
-        except (KafkaError, OSError, TimeoutError):
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-
     async def poll() -> None:
-        while not await probe():
+        while not await _probe_kafka({"bootstrap_servers": f"{HOST}:{port}"}, deadline):
             _check_still_running(layout, "kafka", pid)
             if time.monotonic() >= deadline:
                 raise StackError(
@@ -771,12 +836,78 @@ def _wait_kafka(layout: _Layout, pid: int, port: int, deadline: float, timeout: 
                 )
             await asyncio.sleep(_POLL)
 
-    # aiokafka logs every refused connection at ERROR; while the broker boots that is expected.
+    with _quiet_aiokafka():
+        _run_coroutine(poll)
+
+
+def _wait_scram_logins(
+    layout: _Layout,
+    pid: int,
+    port: int,
+    users: Mapping[str, str],
+    deadline: float,
+    grace: float,
+) -> None:
+    """Ready for SASL means every user logs in with every mechanism: the broker's own verdict.
+
+    Runs after `_wait_kafka`, so a login still refused after `grace` is a credential the broker
+    does not hold (e.g. a state dir formatted before this user was asked for).
+    """
+
+    async def poll() -> None:
+        for name, password in users.items():
+            for mechanism in SCRAM_MECHANISMS:
+                options = {
+                    "bootstrap_servers": f"{HOST}:{port}",
+                    "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": mechanism,
+                    "sasl_plain_username": name,
+                    "sasl_plain_password": password,
+                }
+                give_up = min(deadline, time.monotonic() + grace)
+                while not await _probe_kafka(options, deadline):
+                    _check_still_running(layout, "kafka", pid)
+                    if time.monotonic() >= give_up:
+                        raise StackError(
+                            f"SCRAM user {name!r} cannot log in ({mechanism}) on {HOST}:{port}: "
+                            f"users are stored only when a state dir is first formatted, so "
+                            f"{layout.root} may hold none or another password; use a fresh "
+                            f"state dir, or `rfm stack down` and delete {layout.kafka_data}"
+                        )
+                    await asyncio.sleep(_POLL)
+
+    with _quiet_aiokafka():
+        _run_coroutine(poll)
+
+
+async def _probe_kafka(options: dict[str, Any], deadline: float) -> bool:
+    """One metadata round trip with these client options; False on any connection failure."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    budget = max(0.5, min(5.0, deadline - time.monotonic()))
+    admin = AIOKafkaAdminClient(
+        **options, client_id="rfm-stack", request_timeout_ms=int(budget * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), budget)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), budget)
+        return bool(cluster.get("brokers"))
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+@contextlib.contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    """aiokafka logs every refused connection at ERROR; while the broker boots that is expected."""
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL + 1)
     try:
-        _run_coroutine(poll)
+        yield
     finally:
         quiet.setLevel(level)
 
