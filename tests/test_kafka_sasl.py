@@ -1,6 +1,7 @@
 """Kafka SASL/SCRAM (issue: security): topic creation, producers and a real `rfm worker` talk to
-a SASL_PLAINTEXT listener with SCRAM-SHA-256 on a private stack (the shared one is untouched);
-a wrong password is refused at once with a clear error; no secret or payload reaches a log."""
+a SASL_PLAINTEXT and a SASL_SSL (TLS) listener with SCRAM-SHA-256 on a private stack (the shared
+one is untouched); a wrong password is refused at once with a clear error; no secret or payload
+reaches a log."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -29,7 +30,8 @@ from tests.support import WorkerProcess, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SASL_PORT = 29194  # beside kafka 29192, controller 29193, redis 26479: clear of other tests
+# beside kafka 29192, controller 29193, redis 26479: clear of the other tests' stacks
+SASL_PORTS = {"SASL_PLAINTEXT": 29194, "SASL_SSL": 29195}
 USER = "rfm-scorer"
 
 
@@ -41,7 +43,8 @@ def up(state: Path, users: dict[str, str]) -> stack.StackStatus:
         kafka_port=29192,
         controller_port=29193,
         redis_port=26479,
-        sasl_port=SASL_PORT,
+        sasl_port=SASL_PORTS["SASL_PLAINTEXT"],
+        sasl_ssl_port=SASL_PORTS["SASL_SSL"],
         sasl_users=users,
     )
 
@@ -50,25 +53,58 @@ def up(state: Path, users: dict[str, str]) -> stack.StackStatus:
 class SaslStack:
     state: Path
     password: str
-    infra: Infra  # bootstrap = the SASL listener
+    redis_url: str
 
-    def env(self, iso: Isolated, password: str | None = None) -> dict[str, str]:
-        """The deployment's RFM_* settings, pointed at the SASL listener as USER."""
-        return {
-            **iso.env,
-            "RFM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    def deployment(
+        self, protocol: str, name: str, tmp: Path, password: str | None = None
+    ) -> Deployment:
+        infra = Infra(f"127.0.0.1:{SASL_PORTS[protocol]}", self.redis_url, "private stack")
+        password = self.password if password is None else password
+        return Deployment(Isolated(infra, name, tmp), protocol, password, stack.ca_file(self.state))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One test's slice of the private stack, reached through one SASL listener as USER."""
+
+    iso: Isolated
+    protocol: str  # SASL_PLAINTEXT or SASL_SSL
+    password: str
+    ca_file: Path | None  # what the client trusts over TLS (None: the system's CAs)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {
+            **self.iso.env,
+            "RFM_KAFKA_SECURITY_PROTOCOL": self.protocol,
             "RFM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
             "RFM_KAFKA_SASL_USERNAME": USER,
-            "RFM_KAFKA_SASL_PASSWORD": self.password if password is None else password,
+            "RFM_KAFKA_SASL_PASSWORD": self.password,
         }
+        if self.protocol == "SASL_SSL" and self.ca_file is not None:
+            env["RFM_KAFKA_SSL_CAFILE"] = str(self.ca_file)
+        return env
 
-    def settings(self, iso: Isolated, password: str | None = None) -> Settings:
-        return settings_from(self.env(iso, password), {})
+    def settings(self) -> Settings:
+        return settings_from(self.env, {})
 
-    def process_env(
-        self, iso: Isolated, config: Path, password: str | None = None
-    ) -> dict[str, str]:
-        return {**iso.process_env(config), **self.env(iso, password)}
+    def process_env(self, config: Path) -> dict[str, str]:
+        return {**self.iso.process_env(config), **self.env}
+
+
+def refusal(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> str:
+    """Connect as ``deployment``, which must fail promptly; what aiokafka logged about why."""
+
+    async def connect() -> None:
+        admin = AIOKafkaAdminClient(**client_options(deployment.settings()))
+        try:
+            await asyncio.wait_for(admin.start(), 20)  # a hang fails the test as TimeoutError
+        finally:
+            await admin.close()
+
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        asyncio.run(connect())
+    return caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -77,21 +113,18 @@ def sasl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslStack]:
     password = secrets.token_urlsafe(24)
     try:
         status = up(state, {USER: password})
-        yield SaslStack(
-            state,
-            password,
-            Infra(f"127.0.0.1:{SASL_PORT}", f"redis://{status.redis.address}/0", "sasl stack"),
-        )
+        yield SaslStack(state, password, f"redis://{status.redis.address}/0")
     finally:
         stack.down(state_dir=state, echo=lambda _m: None)
 
 
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
 def test_worker_scores_over_sasl_scram_and_logs_no_password_or_payload(
-    sasl_stack: SaslStack, tmp_path: Path
+    sasl_stack: SaslStack, tmp_path: Path, protocol: str
 ) -> None:
-    iso = Isolated(sasl_stack.infra, "sasl", tmp_path)
-    config = iso.config_file('[scoring]\nclock = "event"\n')
-    settings = sasl_stack.settings(iso)
+    deployment = sasl_stack.deployment(protocol, protocol.lower().replace("_", ""), tmp_path)
+    config = deployment.iso.config_file('[scoring]\nclock = "event"\n')
+    settings = deployment.settings()
     topics = Topics(settings.topic_prefix)
     asyncio.run(ensure_topics(settings))  # over SASL too
     now = int(time.time() * 1000)
@@ -101,7 +134,7 @@ def test_worker_scores_over_sasl_scram_and_logs_no_password_or_payload(
     malformed = b'{"customer_id": "secret-customer-bad", "amount": "4242.17"'  # cut short
     messages = [(topics.orders, o["customer_id"].encode(), orjson.dumps(o)) for o in orders]
     messages.append((topics.orders, b"secret-customer-bad", malformed))
-    worker = WorkerProcess(sasl_stack.process_env(iso, config), tmp_path / "worker.log").start()
+    worker = WorkerProcess(deployment.process_env(config), tmp_path / "worker.log").start()
     try:
         produce(settings, messages)
         changes = wait_for(
@@ -135,25 +168,15 @@ def test_worker_scores_over_sasl_scram_and_logs_no_password_or_payload(
 def test_a_wrong_password_is_refused_at_once_with_a_clear_error(
     sasl_stack: SaslStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    iso = Isolated(sasl_stack.infra, "saslbad", tmp_path)
     wrong = secrets.token_urlsafe(24)
-
-    async def connect() -> None:
-        admin = AIOKafkaAdminClient(**client_options(sasl_stack.settings(iso, wrong)))
-        try:
-            await asyncio.wait_for(admin.start(), 20)
-        finally:
-            await admin.close()
-
-    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
-        asyncio.run(connect())
-    assert "SaslAuthenticationFailed" in caplog.text, caplog.text
+    deployment = sasl_stack.deployment("SASL_PLAINTEXT", "saslbad", tmp_path, password=wrong)
+    reason = refusal(deployment, caplog)
+    assert "SaslAuthenticationFailed" in reason, reason
 
     # The worker gives up with the broker's reason instead of waiting forever.
-    config = iso.config_file("")
     done = subprocess.run(
         [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
-        env=sasl_stack.process_env(iso, config, wrong),
+        env=deployment.process_env(deployment.iso.config_file("")),
         capture_output=True,
         text=True,
         timeout=60,
@@ -163,6 +186,14 @@ def test_a_wrong_password_is_refused_at_once_with_a_clear_error(
     assert done.returncode != 0, output
     assert "SaslAuthenticationFailed" in output and "invalid credentials" in output, output
     assert wrong not in output and sasl_stack.password not in output
+
+
+def test_tls_refuses_a_client_that_does_not_trust_the_broker_certificate(
+    sasl_stack: SaslStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployment = replace(sasl_stack.deployment("SASL_SSL", "tls", tmp_path), ca_file=None)
+    reason = refusal(deployment, caplog)
+    assert "CERTIFICATE_VERIFY_FAILED" in reason, reason
 
 
 def test_up_again_reuses_the_broker_and_names_a_user_it_does_not_hold(

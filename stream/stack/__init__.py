@@ -7,8 +7,9 @@ state dir, and outlive the `rfm stack up` that started them so `rfm worker` & co
 Processes are recognised as ours by pid file + /proc cmdline (which names our config file), so
 `up` is idempotent and `down` never signals anything it did not start. No topics are created here.
 
-Optionally the broker also listens for SASL_PLAINTEXT with SCRAM-SHA-256/512 on a port of its own,
-with the users given to `up`: a real SASL broker to point the scorer's SASL settings at.
+Optionally the broker also listens for SASL_PLAINTEXT and/or SASL_SSL (a self-signed certificate
+made once per state dir, see `ca_file`) with SCRAM-SHA-256/512 for the users given to `up`: a real
+SASL broker to point the scorer's SASL and TLS settings at.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import base64
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ __all__ = [
     "ComponentStatus",
     "StackError",
     "StackStatus",
+    "ca_file",
     "default_libs_dir",
     "default_state_dir",
     "down",
@@ -129,6 +132,7 @@ def up(
     controller_port: int = 9093,
     redis_port: int = 6379,
     sasl_port: int | None = None,
+    sasl_ssl_port: int | None = None,
     sasl_users: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     echo: Callable[[str], None] = print,
@@ -141,20 +145,23 @@ def up(
     either returns a working stack or raises StackError after stopping what this call started,
     so a failed `up` leaves nothing half-started. `timeout` bounds the whole call, downloads too.
 
-    `sasl_port` adds a SASL_PLAINTEXT listener (SCRAM-SHA-256 and -512) for `sasl_users`
-    (name: password). Kafka stores SCRAM users in its metadata log, and this stack writes them
-    only when it formats a fresh state dir; `up` returns once every user has logged in, so a
-    state dir formatted with other users is reported, never silently accepted.
+    `sasl_port` adds a SASL_PLAINTEXT listener, `sasl_ssl_port` a SASL_SSL one (its CA is
+    `ca_file(state_dir)`), both with SCRAM-SHA-256 and -512 for `sasl_users` (name: password).
+    Kafka stores SCRAM users in its metadata log, and this stack writes them only when it
+    formats a fresh state dir; `up` returns once every user has logged in on every SASL
+    listener, so a state dir formatted with other users is reported, never silently accepted.
     """
     began = time.monotonic()
     deadline = began + timeout
-    users = _check_sasl(sasl_port, sasl_users)
-    sasl = () if sasl_port is None else (sasl_port,)
-    _check_port_numbers(kafka_port, controller_port, redis_port, *sasl)
+    sasl = {"SASL_PLAINTEXT": sasl_port, "SASL_SSL": sasl_ssl_port}
+    listeners = {protocol: port for protocol, port in sasl.items() if port is not None}
+    users = _check_sasl(listeners, sasl_users)
+    _check_port_numbers(kafka_port, controller_port, redis_port, *listeners.values())
     layout = _Layout.at(state_dir)
     layout.make()
     libs = (libs_dir or default_libs_dir(layout.root)).expanduser().resolve()
-    ports = {"kafka": (kafka_port, controller_port, *sasl), "redis": (redis_port,)}
+    ports = {"kafka": (kafka_port, controller_port, *listeners.values()), "redis": (redis_port,)}
+    roles = {"kafka": ("kafka", "kafka controller", *listeners), "redis": ("redis",)}
     with _locked(layout):
         pids = {name: _live_pid(layout, name) for name in _NAMES}
         for name in _NAMES:
@@ -169,11 +176,13 @@ def up(
         java = _java() if pids["kafka"] is None else None
         for name in _NAMES:
             if pids[name] is None:
-                for port, role in zip(ports[name], _ROLES[name], strict=False):
+                for port, role in zip(ports[name], roles[name], strict=True):
                     _check_port_free(port, role)
         if java is not None:
             _ensure_libs(libs, layout, deadline, echo)
-            _write_kafka_config(layout, kafka_port, controller_port, sasl_port)
+            if "SASL_SSL" in listeners:
+                _ensure_tls(java, layout, deadline)
+            _write_kafka_config(layout, kafka_port, controller_port, listeners)
             _rotate(layout.log("kafka"))
             _format_storage(java, libs, layout, deadline, echo, users)
 
@@ -201,9 +210,9 @@ def up(
                 echo(f"redis: ready in {seconds['redis']:.1f}s (pid {pids['redis']})")
             kafka_t0 = time.monotonic()
             _wait_kafka(layout, _known(pids["kafka"]), kafka_port, deadline, timeout)
-            if sasl_port is not None:
+            if listeners:
                 grace = _LOGIN_GRACE if "kafka" in started else 0.0  # a reused one is ready
-                _wait_scram_logins(layout, _known(pids["kafka"]), sasl_port, users, deadline, grace)
+                _wait_scram_logins(layout, _known(pids["kafka"]), listeners, users, deadline, grace)
             # A started broker's time includes jar download and formatting: what users wait for.
             seconds["kafka"] = time.monotonic() - (began if java is not None else kafka_t0)
             if "kafka" in started:
@@ -265,6 +274,14 @@ def status(
     )
 
 
+def ca_file(state_dir: Path | None = None) -> Path:
+    """The certificate clients trust for the SASL_SSL listener (`RFM_KAFKA_SSL_CAFILE`).
+
+    Self-signed for 127.0.0.1 and localhost, made on the first `up` with a `sasl_ssl_port`.
+    """
+    return _Layout.at(state_dir).tls / "ca.pem"
+
+
 # --- layout -----------------------------------------------------------------------------------
 
 
@@ -297,6 +314,10 @@ class _Layout:
     @property
     def redis_data(self) -> Path:
         return self.root / "redis-data"
+
+    @property
+    def tls(self) -> Path:
+        return self.root / "tls"
 
     @property
     def kafka_home(self) -> Path:
@@ -492,9 +513,9 @@ def _check_port_numbers(*ports: int) -> None:
         raise StackError(f"ports {', '.join(map(str, ports))} must all differ: pick distinct ports")
 
 
-def _check_sasl(port: int | None, users: Mapping[str, str] | None) -> dict[str, str]:
+def _check_sasl(listeners: Mapping[str, int], users: Mapping[str, str] | None) -> dict[str, str]:
     users = dict(users or {})
-    if port is None:
+    if not listeners:
         if users:
             raise StackError("SCRAM users need a SASL listener: give a SASL port as well")
         return users
@@ -520,11 +541,9 @@ def _check_same_ports(layout: _Layout, name: str, pid: int | None, wanted: tuple
         )
 
 
-_ROLES = {"kafka": ("kafka", "kafka controller", "kafka SASL"), "redis": ("redis",)}
 _PORT_HINT = {
     "kafka": "stop it or set RFM_KAFKA_BOOTSTRAP to use it",
     "kafka controller": "stop it or choose another controller port",
-    "kafka SASL": "stop it or choose another SASL port",
     "redis": "stop it or set RFM_REDIS_URL to use it",
 }
 
@@ -538,9 +557,8 @@ def _check_port_free(port: int, role: str) -> None:
             return
         except OSError:
             pass
-    raise StackError(
-        f"port {port} is held by another process (not started by rfm stack): {_PORT_HINT[role]}"
-    )
+    hint = _PORT_HINT.get(role, f"stop it or choose another {role} port")
+    raise StackError(f"port {port} is held by another process (not started by rfm stack): {hint}")
 
 
 def _java() -> str:
@@ -613,22 +631,13 @@ def _ensure_libs(libs: Path, layout: _Layout, deadline: float, echo: Callable[[s
         f"-DoutputDirectory={partial}",
         "-DincludeScope=runtime",
     ]
-    try:
-        with open(log, "ab") as out:
-            code = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=max(1.0, deadline - time.monotonic()),
-                check=False,
-            ).returncode
-    except subprocess.TimeoutExpired:
+    code = _run_logged(cmd, log, None, deadline)
+    if code is None:
         shutil.rmtree(partial, ignore_errors=True)
         raise StackError(
             f"Maven did not finish fetching the Kafka jars in time: see {log}, "
             f"then retry with a longer timeout"
-        ) from None
+        )
     if code != 0 or not (partial / _KAFKA_JAR).is_file():
         shutil.rmtree(partial, ignore_errors=True)
         raise StackError(
@@ -645,6 +654,23 @@ def _ensure_libs(libs: Path, layout: _Layout, deadline: float, echo: Callable[[s
             raise
 
 
+def _run_logged(cmd: list[str], log: Path, cwd: Path | None, deadline: float) -> int | None:
+    """Run a one-shot tool, its output appended to `log`; its exit code, None if out of time."""
+    try:
+        with open(log, "ab") as out:
+            return subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+            ).returncode
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def _java_props(props: dict[str, str]) -> str:
     """java.util.Properties text (Kafka reads it as ISO-8859-1, so escape the rest)."""
 
@@ -658,21 +684,26 @@ def _java_props(props: dict[str, str]) -> str:
 
 
 def _write_kafka_config(
-    layout: _Layout, port: int, controller_port: int, sasl_port: int | None
+    layout: _Layout, port: int, controller_port: int, sasl_listeners: Mapping[str, int]
 ) -> None:
     listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
     advertised = f"PLAINTEXT://{HOST}:{port}"
     protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     sasl: dict[str, str] = {}
-    if sasl_port is not None:
-        # Clients only: brokers and the controller keep talking over the plain listeners.
-        listeners += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
-        advertised += f",SASL_PLAINTEXT://{HOST}:{sasl_port}"
-        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    # Clients only: brokers and the controller keep talking over the plain listeners.
+    for protocol, sasl_port in sasl_listeners.items():  # listener name = protocol name
+        listeners += f",{protocol}://{HOST}:{sasl_port}"
+        advertised += f",{protocol}://{HOST}:{sasl_port}"
+        protocols += f",{protocol}:{protocol}"
         sasl["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+        prefix = f"listener.name.{protocol.lower()}"
         for mechanism in SCRAM_MECHANISMS:  # the broker side needs no secret, only the module
-            key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
+            key = f"{prefix}.{mechanism.lower()}.sasl.jaas.config"
             sasl[key] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        if protocol == "SASL_SSL":
+            sasl[f"{prefix}.ssl.keystore.type"] = "PKCS12"
+            sasl[f"{prefix}.ssl.keystore.location"] = str(layout.tls / _KEYSTORE)
+            sasl[f"{prefix}.ssl.keystore.password"] = (layout.tls / _KEYSTORE_PASS).read_text()
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -691,6 +722,51 @@ def _write_kafka_config(
         "group.initial.rebalance.delay.ms": "0",
     }
     _write_atomic(layout.config("kafka"), _java_props(props))
+
+
+_KEYSTORE = "broker.p12"
+_KEYSTORE_PASS = "broker.p12.password"
+
+
+def _ensure_tls(java: str, layout: _Layout, deadline: float) -> None:
+    """Once per state dir: a self-signed key pair for 127.0.0.1/localhost, and its certificate
+    as the PEM clients trust. Made with the JDK's keytool; the store password goes by file."""
+    if (layout.tls / _KEYSTORE).is_file() and ca_file(layout.root).is_file():
+        return
+    keytool = Path(java).resolve().parent / "keytool"
+    if not os.access(keytool, os.X_OK):
+        found = shutil.which("keytool")
+        if found is None:
+            raise StackError("keytool not found next to java or on PATH: install a full JDK/JRE")
+        keytool = Path(found)
+    shutil.rmtree(layout.tls, ignore_errors=True)  # a half-made set from an interrupted `up`
+    layout.tls.mkdir(mode=0o700, parents=True)
+    password_file = layout.tls / _KEYSTORE_PASS
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secrets.token_hex(16))  # guards the key at rest like the dir's own mode
+    store = ["-keystore", _KEYSTORE, "-storetype", "PKCS12", "-storepass:file", _KEYSTORE_PASS]
+    key = [
+        "-keyalg",
+        "EC",
+        "-groupname",
+        "secp256r1",
+        "-validity",
+        "3650",
+        "-dname",
+        "CN=rfm-stack",
+    ]
+    steps = [
+        ["-genkeypair", "-alias", "broker", *key, "-ext", f"SAN=ip:{HOST},dns:localhost", *store],
+        ["-exportcert", "-rfc", "-alias", "broker", "-file", ca_file(layout.root).name, *store],
+    ]
+    log = layout.log("kafka")
+    for step in steps:
+        code = _run_logged([str(keytool), *step], log, layout.tls, deadline)
+        if code != 0:
+            shutil.rmtree(layout.tls, ignore_errors=True)
+            failed = "timed out" if code is None else f"failed (exit {code})"
+            raise StackError(f"keytool {failed} making the broker's TLS key: see {log}")
 
 
 def _cluster_id(layout: _Layout) -> str:
@@ -751,20 +827,11 @@ def _format_storage(
     cmd = [java, *_TOOL_JVM, *_log4j_args(layout), "-cp", _classpath(libs), f"@{argfile}"]
     log = layout.log("kafka")
     try:
-        with open(log, "ab") as out:
-            code = subprocess.run(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=layout.conf,
-                timeout=max(1.0, deadline - time.monotonic()),
-                check=False,
-            ).returncode
-    except subprocess.TimeoutExpired:
-        raise StackError(f"formatting Kafka storage timed out: see {log}") from None
+        code = _run_logged(cmd, log, layout.conf, deadline)
     finally:
         argfile.unlink(missing_ok=True)
+    if code is None:
+        raise StackError(f"formatting Kafka storage timed out: see {log}")
     if code != 0:
         raise StackError(f"formatting Kafka storage failed (exit {code}): see {log}")
 
@@ -843,38 +910,44 @@ def _wait_kafka(layout: _Layout, pid: int, port: int, deadline: float, timeout: 
 def _wait_scram_logins(
     layout: _Layout,
     pid: int,
-    port: int,
+    listeners: Mapping[str, int],
     users: Mapping[str, str],
     deadline: float,
     grace: float,
 ) -> None:
-    """Ready for SASL means every user logs in with every mechanism: the broker's own verdict.
+    """Ready for SASL means every user logs in with every mechanism on every SASL listener
+    (over TLS trusting only `ca_file`): the broker's own verdict.
 
     Runs after `_wait_kafka`, so a login still refused after `grace` is a credential the broker
     does not hold (e.g. a state dir formatted before this user was asked for).
     """
 
     async def poll() -> None:
-        for name, password in users.items():
-            for mechanism in SCRAM_MECHANISMS:
-                options = {
-                    "bootstrap_servers": f"{HOST}:{port}",
-                    "security_protocol": "SASL_PLAINTEXT",
-                    "sasl_mechanism": mechanism,
-                    "sasl_plain_username": name,
-                    "sasl_plain_password": password,
-                }
-                give_up = min(deadline, time.monotonic() + grace)
-                while not await _probe_kafka(options, deadline):
-                    _check_still_running(layout, "kafka", pid)
-                    if time.monotonic() >= give_up:
-                        raise StackError(
-                            f"SCRAM user {name!r} cannot log in ({mechanism}) on {HOST}:{port}: "
-                            f"users are stored only when a state dir is first formatted, so "
-                            f"{layout.root} may hold none or another password; use a fresh "
-                            f"state dir, or `rfm stack down` and delete {layout.kafka_data}"
-                        )
-                    await asyncio.sleep(_POLL)
+        from aiokafka.helpers import create_ssl_context
+
+        for (protocol, port), (name, password), mechanism in itertools.product(
+            listeners.items(), users.items(), SCRAM_MECHANISMS
+        ):
+            options: dict[str, Any] = {
+                "bootstrap_servers": f"{HOST}:{port}",
+                "security_protocol": protocol,
+                "sasl_mechanism": mechanism,
+                "sasl_plain_username": name,
+                "sasl_plain_password": password,
+            }
+            if protocol == "SASL_SSL":
+                options["ssl_context"] = create_ssl_context(cafile=str(ca_file(layout.root)))
+            give_up = min(deadline, time.monotonic() + grace)
+            while not await _probe_kafka(options, deadline):
+                _check_still_running(layout, "kafka", pid)
+                if time.monotonic() >= give_up:
+                    raise StackError(
+                        f"SCRAM user {name!r} cannot log in ({protocol}, {mechanism}) on "
+                        f"{HOST}:{port}: users are stored only when a state dir is first "
+                        f"formatted, so {layout.root} may hold none or another password; use "
+                        f"a fresh state dir, or `rfm stack down` and delete {layout.kafka_data}"
+                    )
+                await asyncio.sleep(_POLL)
 
     with _quiet_aiokafka():
         _run_coroutine(poll)
