@@ -69,6 +69,17 @@ class ScoringSettings:
 
 
 @dataclass(frozen=True)
+class PredictionSettings:
+    """CLV and churn (stream.clv): how often to refit, and what the predictions mean."""
+
+    fit_interval_s: float = 86_400.0  # 0 = only on demand (``rfm fit``)
+    horizon_months: int = 12
+    discount_rate: float = 0.01  # per month
+    churn_threshold: float = 0.0  # P(alive) at or below it -> churn_risk event; 0 = off
+    min_repeat_buyers: int = 20  # fewer cannot identify the model: do not publish one
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -83,6 +94,7 @@ class Settings:
     kafka_ssl_cafile: str | None = None
     store: StoreSettings = field(default_factory=StoreSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    prediction: PredictionSettings = field(default_factory=PredictionSettings)
     interaction_weights: Mapping[str, int] = field(
         default_factory=lambda: dict.fromkeys(INTERACTION_KINDS, 1)
     )
@@ -93,6 +105,7 @@ class Settings:
         return self.scoring.window_days * 86_400_000
 
 
+SECTIONS = ("store", "scoring", "prediction", "interactions")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _MAX_DURATION_S = 10 * 366 * 86400.0
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -215,6 +228,50 @@ def _scoring(raw: dict[str, Any]) -> ScoringSettings:
     )
 
 
+def _fraction(name: str, value: Any, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if not 0 <= value < hi:
+        raise ConfigError(f"{name}: expected 0 <= value < {hi}, got {value}")
+    return float(value)
+
+
+def _prediction(raw: dict[str, Any]) -> PredictionSettings:
+    t = _table(
+        "prediction",
+        raw,
+        (
+            "fit_interval",
+            "horizon_months",
+            "discount_rate",
+            "churn_threshold",
+            "min_repeat_buyers",
+        ),
+    )
+    d = PredictionSettings()
+    interval = parse_duration("prediction.fit_interval", t.get("fit_interval", "24h"))
+    if 0 < interval < 1:
+        raise ConfigError(f"prediction.fit_interval: 0 (off) or at least 1s, got {interval}s")
+    return PredictionSettings(
+        fit_interval_s=interval,
+        horizon_months=_int(
+            "prediction.horizon_months", t.get("horizon_months", d.horizon_months), 1, 600
+        ),
+        discount_rate=_fraction(
+            "prediction.discount_rate", t.get("discount_rate", d.discount_rate), 1.0
+        ),
+        churn_threshold=_fraction(
+            "prediction.churn_threshold", t.get("churn_threshold", d.churn_threshold), 1.0
+        ),
+        min_repeat_buyers=_int(
+            "prediction.min_repeat_buyers",
+            t.get("min_repeat_buyers", d.min_repeat_buyers),
+            3,
+            10_000_000,
+        ),
+    )
+
+
 def _weights(raw: Any) -> dict[str, int]:
     t = _table("interactions", raw, ("weights",))
     weights = _table("interactions.weights", t.get("weights", {}), INTERACTION_KINDS)
@@ -241,8 +298,8 @@ def settings_from(
         )
     doc = dict(toml or {})
     for key in doc:
-        if key not in ("store", "scoring", "interactions"):
-            raise ConfigError(f"{key}: unknown section (allowed: store, scoring, interactions)")
+        if key not in SECTIONS:
+            raise ConfigError(f"{key}: unknown section (allowed: {', '.join(SECTIONS)})")
     prefix = env.get("RFM_TOPIC_PREFIX", "rfm.")
     if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
         raise ConfigError(
@@ -296,6 +353,7 @@ def settings_from(
         kafka_ssl_cafile=env.get("RFM_KAFKA_SSL_CAFILE"),
         store=_store(doc.get("store", {})),
         scoring=_scoring(doc.get("scoring", {})),
+        prediction=_prediction(doc.get("prediction", {})),
         interaction_weights=_weights(doc.get("interactions", {})),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from stream.events import InteractionEvent, OrderEvent, Rejected
-from stream.scoring import Scores
+from stream.scoring import DAY_MS, Scores
 
 
 @dataclass(slots=True)
@@ -40,6 +40,11 @@ class Customer:
     last_order_at: int | None = None
     last_interaction_at: int | None = None
     channels: set[str] = field(default_factory=set)
+    # lifetime purchase history, the sufficient statistics of the CLV models (stream.clv):
+    purchase_days: int = 0  # distinct UTC days with a completed order, ever
+    spend: int = 0  # every completed order ever, net of refunds, minor units
+    first_day_spend: int = 0  # the part of ``spend`` made on the first purchase day
+    churn_risk: bool = False  # P(alive) fell below the configured threshold
     scores: Scores = field(default_factory=Scores)
     segment: str | None = None
     seq: int = 0
@@ -85,13 +90,18 @@ def apply_order(customer: Customer, event: OrderEvent, window_ms: int, now: int)
                 "refund for an unknown order_id (never completed, or aged out of the window)"
             )
         _claim(customer, event.event_id)
-        record.refunded = min(record.amount, record.refunded + event.amount)
+        refunded = min(record.amount, record.refunded + event.amount)
+        customer.spend -= refunded - record.refunded
+        if customer.first_order_at is not None and day(record.at) == day(customer.first_order_at):
+            customer.first_day_spend -= refunded - record.refunded
+        record.refunded = refunded
         record.full = record.full or event.full
         return
     in_window = window_ms == 0 or event.occurred_at > now - window_ms
     if event.order_id in customer.orders:
         raise Duplicate(event.order_id)
     _claim(customer, event.event_id)
+    _count_purchase(customer, event.occurred_at, event.amount)
     if in_window:
         customer.orders[event.order_id] = OrderRecord(event.occurred_at, event.amount)
     if customer.first_order_at is None or event.occurred_at < customer.first_order_at:
@@ -100,6 +110,28 @@ def apply_order(customer: Customer, event: OrderEvent, window_ms: int, now: int)
         customer.last_order_at = event.occurred_at
     if event.channel:
         customer.channels.add(event.channel)
+
+
+def day(epoch_ms: int) -> int:
+    return epoch_ms // DAY_MS
+
+
+def _count_purchase(customer: Customer, at: int, amount: int) -> None:
+    """Lifetime purchase statistics; call before the order joins ``customer.orders``.
+
+    Orders on the same UTC day are one purchase occasion, as in the published CDNOW
+    analyses. Same-day orders are found among the stored (in-window) orders, so the count
+    is exact unless an order arrives later than the window on a day that had another.
+    """
+    d = day(at)
+    if all(day(r.at) != d for r in customer.orders.values()):
+        customer.purchase_days += 1
+    customer.spend += amount
+    first = None if customer.first_order_at is None else day(customer.first_order_at)
+    if first is None or d < first:
+        customer.first_day_spend = amount
+    elif d == first:
+        customer.first_day_spend += amount
 
 
 def apply_interaction(

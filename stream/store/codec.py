@@ -3,12 +3,13 @@
 Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` channels,
 ``sc`` scores "r,f,m,i" (empty = not scored), ``sg`` segment, ``sq`` seq, ``v`` version,
 ``tl`` "orders,monetary" as last committed (its share of the segment report),
+``lt`` lifetime purchases "purchase_days,spend,first_day_spend", ``cr`` "1" when at churn risk,
 ``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight.
 """
 
 from __future__ import annotations
 
-from stream.customer import Customer, OrderRecord
+from stream.customer import Customer, OrderRecord, day
 from stream.scoring import Scores
 
 
@@ -46,7 +47,24 @@ def decode_customer(customer_id: str, fields: dict[bytes, bytes]) -> Customer:
         elif key == "tl":
             orders, monetary = value.split(",")
             c.tally = (int(orders), int(monetary))
+        elif key == "lt":
+            days, spend, first = value.split(",")
+            c.purchase_days, c.spend, c.first_day_spend = int(days), int(spend), int(first)
+        elif key == "cr":
+            c.churn_risk = value == "1"
+    if c.purchase_days == 0 and c.orders:
+        _derive_lifetime(c)
     return c
+
+
+def _derive_lifetime(c: Customer) -> None:
+    """Customers stored before lifetime statistics existed: rebuild them from the orders
+    still on record (exact with ``window_days = 0``, else the window's part)."""
+    days = {day(r.at) for r in c.orders.values()}
+    first = min(days)
+    c.purchase_days = len(days)
+    c.spend = sum(r.amount - r.refunded for r in c.orders.values())
+    c.first_day_spend = sum(r.amount - r.refunded for r in c.orders.values() if day(r.at) == first)
 
 
 def _s(v: int | None) -> str:
@@ -73,6 +91,10 @@ def encode_customer(c: Customer) -> dict[str, str]:
         out["sq"] = str(c.seq)
     if c.tally is not None:
         out["tl"] = f"{c.tally[0]},{c.tally[1]}"
+    if c.purchase_days:
+        out["lt"] = f"{c.purchase_days},{c.spend},{c.first_day_spend}"
+    if c.churn_risk:
+        out["cr"] = "1"
     for order_id, r in c.orders.items():
         out[f"o:{order_id}"] = f"{r.at},{r.amount},{r.refunded},{int(r.full)}"
     for at, weight in c.interactions.items():
