@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 import orjson
 
 CAUSES = frozenset(
-    {"order", "refund", "interaction", "threshold_refresh", "clock", "erasure", "reconfigure"}
+    {
+        "order",
+        "refund",
+        "interaction",
+        "threshold_refresh",
+        "clock",
+        "erasure",
+        "reconfigure",
+        "churn_risk",
+    }
 )
 
 
@@ -34,6 +43,9 @@ class SegmentChange:
     thresholds_version: int
     scheme: str
     at: int  # wall clock, epoch ms
+    # cause "churn_risk" only: {"at_risk", "p_alive", "threshold", "model_version"}; the
+    # segment stays the same (from == to), so automation can act before the customer is lost
+    churn: dict[str, object] | None = None
 
     @property
     def event_id(self) -> str:
@@ -52,6 +64,7 @@ class SegmentChange:
             "thresholds_version": self.thresholds_version,
             "scheme": self.scheme,
             "at": iso_ms(self.at),
+            **({} if self.churn is None else {"churn": self.churn}),
         }
 
     def encode(self) -> bytes:

@@ -203,9 +203,13 @@ def run_demo(settings: Settings, customers: int, rate: float, duration: float) -
     tmp = Path(tempfile.gettempdir())
     env = dict(os.environ)
     if "RFM_CONFIG" not in env:
-        # the demo refreshes thresholds every 5 s so movement is visible at once
         cfg = tmp / "rfm-demo.toml"
-        cfg.write_text('[scoring]\nrefresh_interval = "5s"\n', encoding="utf-8")
+        # fast cadences so the demo shows thresholds, CLV and churn moving within a minute
+        cfg.write_text(
+            '[scoring]\nrefresh_interval = "5s"\n'
+            '[prediction]\nfit_interval = "30s"\nchurn_threshold = 0.3\n',
+            encoding="utf-8",
+        )
         env["RFM_CONFIG"] = str(cfg)
         settings = replace(settings, scoring=replace(settings.scoring, refresh_interval_s=5.0))
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)

@@ -37,7 +37,8 @@ from stream.events import (
     parse_interaction,
     parse_order,
 )
-from stream.rescore import ScoringContext, fixed_thresholds, rescore
+from stream.prediction import Model
+from stream.rescore import ScoringContext, assess_churn, fixed_thresholds, rescore
 from stream.scoring import Thresholds, next_recency_move
 from stream.segments import Scheme
 from stream.store.redis_store import Commit, Loaded, RedisStore
@@ -126,6 +127,7 @@ class Processor:
         self.publisher = publisher
         self.topics = Topics(settings.topic_prefix)
         self._thresholds: Thresholds | None = None
+        self._model: Model | None = None
         self._parsers: dict[str, Callable[[bytes, object, int], Event]] = {
             self.topics.orders: parse_order,  # type: ignore[dict-item]
             self.topics.interactions: parse_interaction,  # type: ignore[dict-item]
@@ -141,6 +143,15 @@ class Processor:
             self._thresholds, _ = await self.store.thresholds()
         return self._thresholds
 
+    async def model(self, reload: bool = False) -> Model | None:
+        """The CLV model, cached like the thresholds: a commit made against an older one is
+        refused by the store's fence and retried after a reload."""
+        if self.settings.prediction.churn_threshold <= 0:
+            return None
+        if self._model is None or reload:
+            self._model = await self.store.model()
+        return self._model
+
     async def context(self, batch_clock: int = 0, reload: bool = False) -> ScoringContext:
         wall = wall_ms()
         if self.settings.scoring.clock == "event":
@@ -153,6 +164,7 @@ class Processor:
             scheme=self.scheme,
             now=now,
             wall=wall,
+            model=await self.model(reload),
         )
 
     def _commit_for(
@@ -168,6 +180,7 @@ class Processor:
         seg_before = c.segment
         window = self.settings.window_ms
         change: SegmentChange | None
+        churn: SegmentChange | None = None
         if erase:
             change = None
             if seg_before is not None:
@@ -196,11 +209,13 @@ class Processor:
                 "m": m.monetary if c.has_orders else None,
                 "i": m.interactions if c.has_interactions else None,
             }
-            due = next_due(c, window)
+            churn, at_risk_from = assess_churn(c, ctx)
+            dues = [next_due(c, window), at_risk_from]
             if self.settings.scoring.mode == "fixed" and c.last_order_at is not None:
-                moves = next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r"))
-                if moves is not None:
-                    due = moves if due is None else min(due, moves)
+                dues.append(
+                    next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r"))
+                )
+            due = min((d for d in dues if d is not None), default=None)
         return Commit(
             customer=c,
             before=loaded.before,
@@ -208,11 +223,12 @@ class Processor:
             thresholds_version=ctx.thresholds.version,
             index=index,
             due=due,
-            change=change,
+            changes=[ch for ch in (change, churn) if ch is not None],
             clock=clock,
             erase=erase,
             forget=forget,
             check_thresholds=self.settings.scoring.mode == "quantile",
+            model_version=ctx.model.version if ctx.churn_on and ctx.model is not None else None,
         )
 
     # ---- input batches ------------------------------------------------------------------
@@ -247,7 +263,7 @@ class Processor:
                 batch_clock = max(batch_clock, event.occurred_at)
         stats.rejected += len(dead)
 
-        changes: list[tuple[SegmentChange, bytes | None]] = []
+        changes: list[tuple[SegmentChange, bytes]] = []
         reload = False
         for _attempt in range(MAX_ATTEMPTS):
             if not pending:
@@ -272,8 +288,8 @@ class Processor:
                     retry.add(cid)
                     stats.conflicts += 1
                     reload = reload or result.reason == "thresholds"
-                elif commit.change is not None:
-                    changes.append((commit.change, result.outbox_id))
+                else:
+                    changes.extend(zip(commit.changes, result.outbox_ids, strict=True))
             for cid, o in outcomes.items():
                 if cid not in retry:
                     stats.accepted += o.accepted
@@ -351,7 +367,7 @@ class Processor:
                 await before_batch()
             pending = set(ids[start : start + batch])
             reload = True
-            changes: list[tuple[SegmentChange, bytes | None]] = []
+            changes: list[tuple[SegmentChange, bytes]] = []
             for _attempt in range(MAX_ATTEMPTS):
                 if not pending:
                     break
@@ -369,8 +385,8 @@ class Processor:
                     if not result.ok:
                         retry.add(cid)
                         reload = reload or result.reason == "thresholds"
-                    elif commit.change is not None:
-                        changes.append((commit.change, result.outbox_id))
+                    else:
+                        changes.extend(zip(commit.changes, result.outbox_ids, strict=True))
                 pending = retry
             else:
                 raise RuntimeError(f"could not re-score {len(pending)} customers")
@@ -381,7 +397,7 @@ class Processor:
     # ---- output -----------------------------------------------------------------------
 
     async def _publish(
-        self, changes: list[tuple[SegmentChange, bytes | None]], dead: list[DeadLetter]
+        self, changes: list[tuple[SegmentChange, bytes]], dead: list[DeadLetter]
     ) -> None:
         messages: list[tuple[str, bytes | None, bytes]] = [
             (self.topics.changes, ch.customer_id.encode("utf-8"), ch.encode()) for ch, _ in changes

@@ -99,7 +99,8 @@ def fingerprint(processor: Processor) -> str:
     """What a customer's segment depends on besides its events: scheme and scoring settings."""
     s = processor.settings
     scoring = dataclasses.replace(s.scoring, refresh_interval_s=0.0)  # cadence changes nothing
-    parts = (processor.scheme, scoring, sorted(s.interaction_weights.items()))
+    churn = s.prediction.churn_threshold  # the churn flag is part of every customer's state
+    parts = (processor.scheme, scoring, sorted(s.interaction_weights.items()), churn)
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stream import clv
 from stream.changes import SegmentChange, iso_ms
 from stream.config import Settings
 from stream.customer import Customer, Metrics, metrics
 from stream.money import format_minor
+from stream.prediction import Model, churn_due, summary_of
 from stream.scoring import DAY_MS, Scores, Thresholds, score_above, score_recency_days
 from stream.segments import Profile, Scheme
 
@@ -21,6 +23,11 @@ class ScoringContext:
     scheme: Scheme
     now: int  # the scoring clock (wall or event), epoch ms
     wall: int  # wall clock for the change's ``at``
+    model: Model | None = None  # the current CLV model, when churn events are on
+
+    @property
+    def churn_on(self) -> bool:
+        return self.model is not None and self.settings.prediction.churn_threshold > 0
 
     @property
     def window_ms(self) -> int:
@@ -96,3 +103,44 @@ def rescore(customer: Customer, ctx: ScoringContext, cause: str) -> SegmentChang
     customer.seq += 1
     customer.segment = rule.id
     return change
+
+
+def assess_churn(
+    customer: Customer, ctx: ScoringContext
+) -> tuple[SegmentChange | None, int | None]:
+    """Update the churn flag; return its change event (if it flipped) and, while the
+    customer is not at risk, when the clock alone will put it at risk."""
+    model = ctx.model
+    if model is None or not ctx.churn_on or customer.segment is None:
+        customer.churn_risk = False  # churn events off: nothing to announce
+        return None, None
+    due = churn_due(model, customer, ctx.settings.prediction.churn_threshold)
+    at_risk = due is not None and ctx.now >= due
+    if at_risk:
+        due = None
+    if at_risk == customer.churn_risk:
+        return None, due
+    customer.churn_risk = at_risk
+    m = metrics(customer, ctx.window_ms, ctx.now)
+    s = summary_of(customer, ctx.now, ctx.settings.store.currency_decimals)
+    alive = 1.0 if s is None else float(clv.p_alive(model.purchases, s.x, s.t_x, s.T))
+    customer.seq += 1
+    change = SegmentChange(
+        customer_id=customer.customer_id,
+        seq=customer.seq,
+        from_segment=customer.segment,
+        to_segment=customer.segment,
+        scores=customer.scores.as_dict(),
+        metrics=metrics_dict(m, ctx.settings.store.currency_decimals),
+        cause="churn_risk",
+        thresholds_version=ctx.thresholds.version,
+        scheme=ctx.scheme.id,
+        at=ctx.wall,
+        churn={
+            "at_risk": at_risk,
+            "p_alive": round(alive, 6),
+            "threshold": ctx.settings.prediction.churn_threshold,
+            "model_version": model.version,
+        },
+    )
+    return change, due

@@ -20,6 +20,7 @@ import faust
 
 from stream.config import Settings
 from stream.processor import Processor, Record, wall_ms
+from stream.refit import refit
 from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
 from stream.store.keys import Keys
@@ -90,15 +91,17 @@ class Runtime:
             await sweep_clock(processor)
             with contextlib.suppress(LeaseBusy):
                 await reconfigure(processor)
-            if self.settings.scoring.mode != "quantile":
-                return
             store = processor.store
-            last = await store.refreshed_at()
-            interval_ms = int(self.settings.scoring.refresh_interval_s * 1000)
-            if wall_ms() - last < interval_ms:
-                return
-            with contextlib.suppress(LeaseBusy):
-                await refresh(processor)
+            if self.settings.scoring.mode == "quantile":
+                last = await store.refreshed_at()
+                interval_ms = int(self.settings.scoring.refresh_interval_s * 1000)
+                if wall_ms() - last >= interval_ms:
+                    with contextlib.suppress(LeaseBusy):
+                        await refresh(processor)
+            fit_ms = int(self.settings.prediction.fit_interval_s * 1000)
+            if fit_ms and wall_ms() - await store.fitted_at(default=wall_ms()) >= fit_ms:
+                with contextlib.suppress(LeaseBusy):
+                    await refit(processor)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -70,6 +70,16 @@ class Keys:
         return f"{self.prefix}refreshed_at"
 
     @property
+    def model_history(self) -> str:
+        """List of the last published CLV models, newest first."""
+        return f"{self.prefix}models"
+
+    @property
+    def fitted_at(self) -> str:
+        """Wall clock (ms) of the last CLV fit attempt, or of the first worker's start."""
+        return f"{self.prefix}fitted_at"
+
+    @property
     def segment_report(self) -> str:
         """Hash ``<segment>|orders``, ``<segment>|monetary``, ``<segment>|ch:<channel>``."""
         return f"{self.prefix}report"

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from stream.changes import SegmentChange
+from stream.changes import SegmentChange, iso_ms
 from stream.customer import Customer
+from stream.prediction import Model
 from stream.scoring import Thresholds, quantile_ranks
 from stream.store.codec import decode_customer, diff, encode_customer, report_share
 from stream.store.keys import DIMS, Keys
@@ -46,26 +47,34 @@ class Commit:
     thresholds_version: int
     index: dict[str, int | None]
     due: int | None
-    change: SegmentChange | None = None
+    changes: list[SegmentChange] = field(default_factory=list)  # segment move, then churn flag
     clock: int | None = None
     erase: bool = False
     forget: bool = False  # an erasure happened: drop the dedupe marks too
     accepted: int = 0  # input events this commit applies, counted atomically with it
     check_thresholds: bool = True
+    model_version: int | None = None  # fence the CLV model too (the churn flag depends on it)
 
 
 @dataclass
 class CommitResult:
     ok: bool
     reason: str = ""
-    outbox_id: bytes | None = None
+    outbox_ids: list[bytes] = field(default_factory=list)
 
 
-def history_entry(change: SegmentChange) -> bytes:
+def history_entry(change: SegmentChange) -> str:
     """The slice of a change kept in the customer's recent history: small, since every
     customer who ever moved keeps up to HISTORY of them."""
-    doc = orjson.loads(change.encode())
-    return orjson.dumps({k: doc[k] for k in ("seq", "from", "to", "cause", "at")})
+    return orjson.dumps(
+        {
+            "seq": change.seq,
+            "from": change.from_segment,
+            "to": change.to_segment,
+            "cause": change.cause,
+            "at": iso_ms(change.at),
+        }
+    ).decode("utf-8")
 
 
 def thresholds_from_doc(version: int, raw: bytes | None) -> Thresholds:
@@ -100,6 +109,7 @@ class RedisStore:
     def __post_init__(self) -> None:
         self._commit = self.redis.register_script(_script("commit.lua"))
         self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
+        self._publish_model = self.redis.register_script(_script("publish_model.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
         self._renew = self.redis.register_script(_script("renew_lease.lua"))
 
@@ -146,9 +156,11 @@ class RedisStore:
             seg_after = None if c.erase else cust.segment
             if seg_after != c.segment_before:
                 doc["seg"] = [c.segment_before or "", seg_after or ""]
-            if c.change is not None:
-                doc["out"] = c.change.encode().decode("utf-8")
-                doc["hist"] = history_entry(c.change).decode("utf-8")
+            if c.changes:
+                doc["out"] = [ch.encode().decode("utf-8") for ch in c.changes]
+                doc["hist"] = [history_entry(ch) for ch in c.changes]
+            if c.model_version is not None:
+                doc["mv"] = str(c.model_version)
             if c.clock is not None:
                 doc["clock"] = str(c.clock)
             if c.erase:
@@ -186,7 +198,7 @@ class RedisStore:
         results = []
         for reply in replies:
             if int(reply[0]) == 1:
-                results.append(CommitResult(True, outbox_id=reply[1] or None))
+                results.append(CommitResult(True, outbox_ids=list(reply[1:])))
             else:
                 results.append(CommitResult(False, reason=reply[1].decode()))
         return results
@@ -213,6 +225,62 @@ class RedisStore:
             settled = Thresholds(version=0)
         return current, settled
 
+    async def model(self) -> Model | None:
+        version, raw = await self.redis.hmget(self.keys.thresholds, ["mv", "model"])
+        return Model.from_doc(int(version), raw) if version and raw else None
+
+    async def model_history(self, count: int = 50) -> list[Model]:
+        """Published models, newest first (the parameters of each fit, for audit)."""
+        out = []
+        for entry in await self.redis.lrange(self.keys.model_history, 0, count - 1):
+            version, _, raw = entry.partition(b" ")
+            out.append(Model.from_doc(int(version), raw))
+        return out
+
+    async def model_version(self) -> int:
+        return int(await self.redis.hget(self.keys.thresholds, "mv") or 0)
+
+    async def publish_model(self, token: str, read_version: int, model: Model) -> int:
+        """Returns the new version, or -1 (lease lost) / -2 (a newer model exists)."""
+        return int(
+            await self._publish_model(
+                keys=[self.keys.thresholds, self.keys.lease, self.keys.model_history],
+                args=[token, read_version, model.doc()],
+            )
+        )
+
+    async def lifetimes(self, page: int = 1000) -> Any:
+        """Every customer as a ``Customer`` holding only what a CLV fit reads (segment,
+        first/last order, lifetime purchases): one HMGET per customer, pipelined by page."""
+        batch: list[str] = []
+        async for cid in self.scan_customer_ids(count=page):
+            batch.append(cid)
+            if len(batch) >= page:
+                for c in await self._lifetime_page(batch):
+                    yield c
+                batch = []
+        for c in await self._lifetime_page(batch):
+            yield c
+
+    async def _lifetime_page(self, ids: list[str]) -> list[Customer]:
+        if not ids:
+            return []
+        fields = [b"fo", b"lo", b"lt", b"sg"]
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hmget(self.keys.customer(cid), fields)
+        out = []
+        for cid, values in zip(ids, await pipe.execute(), strict=True):
+            if values[0] is not None and values[2] is None:
+                # stored before lifetime statistics existed: derive them from the orders
+                c = decode_customer(cid, await self.redis.hgetall(self.keys.customer(cid)))
+            else:
+                c = decode_customer(
+                    cid, {k: v for k, v in zip(fields, values, strict=True) if v is not None}
+                )
+            out.append(c)
+        return out
+
     async def fingerprint(self) -> str | None:
         raw = await self.redis.get(self.keys.scoring_fingerprint)
         return raw.decode() if raw else None
@@ -230,6 +298,15 @@ class RedisStore:
 
     async def refreshed_at(self) -> int:
         return int(await self.redis.get(self.keys.refreshed_at) or 0)
+
+    async def fitted_at(self, default: int) -> int:
+        """When the CLV model was last fitted; records ``default`` if never (the fit clock
+        then starts now rather than fitting the moment a worker first starts)."""
+        await self.redis.set(self.keys.fitted_at, default, nx=True)
+        return int(await self.redis.get(self.keys.fitted_at) or default)
+
+    async def mark_fitted(self, at_ms: int) -> None:
+        await self.redis.set(self.keys.fitted_at, at_ms)
 
     async def mark_refreshed(self, at_ms: int) -> None:
         await self.redis.set(self.keys.refreshed_at, at_ms)

@@ -21,19 +21,22 @@ ARGV[4]  wall clock now, ms (marks at or before it have expired and are pruned)
 ARGV[5]  expiry of the marks this commit adds, ms
 ARGV[6]  JSON: {"set": [field, value, ...], "del": [field, ...],
                 "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
-                "seg": [from, to] | absent, "out": "change json" | absent,
+                "seg": [from, to] | absent (present iff the segment moved),
+                "out": ["change json", ...] | absent (segment change first, then churn),
+                "mv": "model version" | absent (the churn flag depends on it: fence it too),
                 "clock": "ms" | absent, "erase": true | absent (delete the customer),
                 "forget": true | absent (an erasure: drop every dedupe mark first),
                 "acc": number of input events this commit applies (for the counters),
                 "agg": {"old": share|false, "new": share|false} when the customer's share
                        of the operator aggregates changes; share = [segment, orders,
                        monetary, [channels], "r:f" or ""],
-                "hist": the change's history entry (with "out")}
+                "hist": [history entry per "out" element]}
            all numbers travel as strings: cjson would round 13-digit millisecond values.
 ARGV[7..] event ids this commit applies (dedupe marks to add)
 
-Returns  {1, outbox-id-or-""} applied; {0, "version"} the customer changed since it was read;
-         {0, "thresholds"} a refresh published a newer version meanwhile.
+Returns  {1, outbox-id, ...} applied (one id per change); {0, "version"} the customer changed
+         since it was read; {0, "thresholds"} a refresh published newer thresholds (or a newer
+         CLV model, when the churn flag depends on it) meanwhile.
 
 Invariant kept atomically: the customer's state, its dedupe marks, its index entries, the live
 segment counts the outbox entry for its change, the counters and the operator aggregates (segment report,
@@ -45,14 +48,19 @@ local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if current ~= tonumber(ARGV[2]) then
   return {0, 'version'}
 end
+local doc = cjson.decode(ARGV[6])
 if ARGV[3] ~= '-1' then
   local tv = redis.call('HGET', KEYS[2], 'v') or '0'
   if tv ~= ARGV[3] then
     return {0, 'thresholds'}
   end
 end
-
-local doc = cjson.decode(ARGV[6])
+if doc['mv'] then
+  local mv = redis.call('HGET', KEYS[2], 'mv') or '0'
+  if mv ~= doc['mv'] then
+    return {0, 'thresholds'}
+  end
+end
 local member = ARGV[1]
 
 if doc['forget'] then
@@ -148,20 +156,26 @@ end
 
 local HISTORY = 10
 local TRANSITIONS_TTL_MS = 400 * 86400000
-local id = ''
-if doc['out'] then
-  id = redis.call('XADD', KEYS[4], '*', 'c', member, 'e', doc['out'])
-  redis.call('HINCRBY', KEYS[12], 'changes', 1)
-  local move = (seg and seg[1] or '') .. '>' .. (seg and seg[2] or '')
-  redis.call('HINCRBY', KEYS[15], move, 1)
-  redis.call('PEXPIRE', KEYS[15], TRANSITIONS_TTL_MS)
+local reply = {1}
+local out = doc['out']
+if out then
+  for n, body in ipairs(out) do
+    reply[#reply + 1] = redis.call('XADD', KEYS[4], '*', 'c', member, 'e', body)
+    if not doc['erase'] then
+      redis.call('LPUSH', KEYS[16], doc['hist'][n])
+    end
+  end
+  redis.call('HINCRBY', KEYS[12], 'changes', #out)
   if not doc['erase'] then
-    redis.call('LPUSH', KEYS[16], doc['hist'])
     redis.call('LTRIM', KEYS[16], 0, HISTORY - 1)
+  end
+  if seg then
+    redis.call('HINCRBY', KEYS[15], seg[1] .. '>' .. seg[2], 1)
+    redis.call('PEXPIRE', KEYS[15], TRANSITIONS_TTL_MS)
   end
 end
 local accepted = tonumber(doc['acc'] or '0')
 if accepted > 0 then
   redis.call('HINCRBY', KEYS[12], 'accepted', accepted)
 end
-return {1, id}
+return reply

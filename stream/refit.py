@@ -1,0 +1,126 @@
+"""Refit the CLV model from the stored aggregates and publish it as a new version.
+
+Runs under the refresh lease (one worker at a time, or ``rfm fit``). The fit reads one
+small HMGET per customer; nothing else is needed because the aggregates are the models'
+sufficient statistics. When churn events are on, every repeat buyer is then re-assessed
+against the new model, so each churn flag agrees with the model that is current.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from stream import clv
+from stream.prediction import Model, SegmentValue, money, summary_of
+from stream.processor import Processor, wall_ms
+from stream.refresh import LEASE_MS, LeaseBusy
+
+log = logging.getLogger("rfm.refit")
+
+
+@dataclass(frozen=True)
+class FitReport:
+    model: Model | None  # None: too little data, nothing published
+    reason: str  # why nothing was published, else ""
+    rescored: int  # repeat buyers re-assessed for churn
+    changes: int
+    seconds: float
+
+
+async def refit(
+    processor: Processor, *, as_of: int | None = None, lease_ms: int = LEASE_MS
+) -> FitReport:
+    """Fit BG/NBD + Gamma-Gamma at ``as_of`` (default: the scoring clock) and publish."""
+    store, settings = processor.store, processor.settings
+    decimals = settings.store.currency_decimals
+    started = time.perf_counter()
+    token = await store.acquire_lease(lease_ms)
+    if token is None:
+        raise LeaseBusy("another process holds the refresh lease")
+    try:
+        read_version = await store.model_version()
+        now = as_of if as_of is not None else (await processor.context()).now
+        ids: list[str] = []
+        segments: list[str] = []
+        rows: list[tuple[int, float, float, float]] = []
+        async for customer in store.lifetimes():
+            s = summary_of(customer, now, decimals)
+            if s is None or customer.segment is None:
+                continue
+            ids.append(customer.customer_id)
+            segments.append(customer.segment)
+            rows.append((s.x, s.t_x, s.T, s.zbar))
+        await store.mark_fitted(wall_ms())
+        data = np.array(rows, dtype=np.float64).reshape(-1, 4)
+        x, t_x, age, zbar = data.T
+        repeat = int((x > 0).sum())
+        if repeat < settings.prediction.min_repeat_buyers:
+            reason = (
+                f"{repeat} repeat buyers, fewer than prediction.min_repeat_buyers = "
+                f"{settings.prediction.min_repeat_buyers}"
+            )
+            log.info("CLV model not fitted: %s", reason)
+            return FitReport(None, reason, 0, 0, time.perf_counter() - started)
+        purchases = clv.fit_bgnbd(x, t_x, age)
+        try:
+            spend: clv.GammaGamma | None = clv.fit_gamma_gamma(x, zbar)
+        except clv.FitError as exc:
+            log.warning("spend model not fitted (%s): predictions carry no CLV", exc)
+            spend = None
+        values: dict[str, SegmentValue] = {}
+        if spend is not None:
+            p = settings.prediction
+            clvs = clv.lifetime_value(
+                purchases, spend, x, t_x, age, zbar, p.horizon_months, p.discount_rate
+            )
+            totals: dict[str, tuple[int, Decimal]] = {}
+            for seg, value in zip(segments, clvs.tolist(), strict=True):
+                n, total = totals.get(seg, (0, Decimal(0)))
+                totals[seg] = (n + 1, total + money(value, decimals))
+            values = {seg: SegmentValue(n, total) for seg, (n, total) in totals.items()}
+        model = Model(
+            version=read_version + 1,
+            fitted_at=wall_ms(),
+            as_of=now,
+            customers=len(ids),
+            repeat_buyers=repeat,
+            purchases=purchases,
+            spend=spend,
+            segments=values,
+        )
+        version = await store.publish_model(token, read_version, model)
+        if version < 0:
+            raise LeaseBusy("lost the refresh lease or a newer model exists")
+        rescored = changes = 0
+        if settings.prediction.churn_threshold > 0:
+            # only repeat buyers can be (or have been) at risk: BG/NBD keeps x = 0 alive
+
+            async def keep_lease() -> None:
+                if not await store.renew_lease(token, lease_ms):
+                    raise LeaseBusy("lost the refresh lease while re-assessing churn")
+
+            buyers = [cid for cid, n in zip(ids, x.tolist(), strict=True) if n > 0]
+            changes = await processor.rescore(buyers, "clock", before_batch=keep_lease)
+            rescored = len(buyers)
+        seconds = time.perf_counter() - started
+        log.info(
+            "CLV model v%s from %s buyers (%s repeat): r=%.4g alpha=%.4g a=%.4g b=%.4g; "
+            "%s churn changes; %.2fs",
+            version,
+            len(ids),
+            repeat,
+            purchases.r,
+            purchases.alpha,
+            purchases.a,
+            purchases.b,
+            changes,
+            seconds,
+        )
+        return FitReport(model, "", rescored, changes, seconds)
+    finally:
+        await store.release_lease(token)
