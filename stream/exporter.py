@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import orjson
 
 from stream.config import Settings
-from stream.customer import metrics
+from stream.customer import Customer, metrics
+from stream.prediction import Model, prediction_doc
 from stream.processor import wall_ms
 from stream.rescore import metrics_dict
 from stream.store.redis_store import RedisStore
@@ -26,26 +27,38 @@ CSV_FIELDS = (
     "monetary",
     "last_order_at",
     "interactions",
+    "p_alive",
+    "expected_purchases_90d",
+    "clv",
+    "churn_risk",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_row(c: Customer, settings: Settings, now: int, model: Model | None) -> dict[str, object]:
+    """One customer, shaped like the change event (SPEC section 8), plus the CLV prediction
+    (``null`` until a model has been fitted)."""
+    decimals = settings.store.currency_decimals
+    return {
+        "customer_id": c.customer_id,
+        "segment": c.segment,
+        "seq": c.seq,
+        "scores": c.scores.as_dict(),
+        "metrics": metrics_dict(metrics(c, settings.window_ms, now), decimals),
+        "prediction": prediction_doc(c, model, settings.prediction, now, decimals),
+    }
 
 
 async def export_rows(
     store: RedisStore, settings: Settings, segment: str | None = None
 ) -> AsyncIterator[dict[str, object]]:
     now = wall_ms() if settings.scoring.clock == "wall" else await store.event_clock()
+    model = await store.model()
     async for cid in store.scan_customer_ids():
         c = await store.customer(cid)
         if c is None or c.segment is None or (segment and c.segment != segment):
             continue
-        m = metrics(c, settings.window_ms, now)
-        yield {
-            "customer_id": c.customer_id,
-            "segment": c.segment,
-            "seq": c.seq,
-            "scores": c.scores.as_dict(),
-            "metrics": metrics_dict(m, settings.store.currency_decimals),
-        }
+        yield export_row(c, settings, now, model)
 
 
 def jsonl_line(row: dict[str, object]) -> bytes:
@@ -69,6 +82,7 @@ def csv_header() -> str:
 def csv_line(row: dict[str, object]) -> str:
     scores = row["scores"]
     mets = row["metrics"]
+    pred = row.get("prediction")
     assert isinstance(scores, dict) and isinstance(mets, dict)
     flat = [
         row["customer_id"],
@@ -82,6 +96,11 @@ def csv_line(row: dict[str, object]) -> str:
         mets["monetary"],
         mets["last_order_at"],
         mets["interactions"],
+        *(
+            (None, None, None, None)
+            if not isinstance(pred, dict)
+            else (pred["p_alive"], pred["expected_purchases_90d"], pred["clv"], pred["churn_risk"])
+        ),
     ]
     buf = io.StringIO()
     csv.writer(buf).writerow([_cell(v) for v in flat])

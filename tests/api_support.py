@@ -25,6 +25,7 @@ import orjson
 
 from stream.config import Settings
 from stream.processor import Processor, Record
+from stream.refit import refit
 from stream.refresh import refresh
 from stream.segments import load_scheme
 from stream.store.keys import Keys
@@ -95,6 +96,7 @@ def score_events(
     *,
     batch: int = 5000,
     then_refresh: bool = False,
+    then_fit: bool = False,
 ) -> list[dict[str, Any]]:
     """Apply ``(topic, event)`` pairs in order through the real processor (and a refresh);
     returns the segment changes it published."""
@@ -117,6 +119,8 @@ def score_events(
                 assert stats.rejected == 0, stats
             if then_refresh:
                 await refresh(processor)
+            if then_fit:
+                assert (await refit(processor)).model is not None
         finally:
             await store.redis.aclose()
 

@@ -182,3 +182,15 @@ def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:
 def lines(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
     return path
+
+
+def events_applied(client: Any, prefix: str) -> int:
+    """Input events the scorer has dealt with (accepted, duplicate or rejected)."""
+    raw = client.hgetall(f"{prefix}:stats")
+    return sum(int(raw.get(k, 0)) for k in (b"accepted", b"duplicates", b"rejected"))
+
+
+def clock_swept(client: Any, prefix: str) -> bool:
+    """The event clock has started and no customer's clock-driven re-score is still due."""
+    clock = int(client.get(f"{prefix}:clock") or 0)
+    return clock > 0 and client.zcount(f"{prefix}:due", "-inf", clock) == 0

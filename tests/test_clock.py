@@ -14,7 +14,7 @@ import redis
 from stream.kafka import ensure_topics
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.support import WorkerProcess, produce, read_topic, wait_for
+from tests.support import WorkerProcess, clock_swept, events_applied, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,13 +68,10 @@ class Probe:
         return sorted(unique.values(), key=lambda c: c["seq"])
 
     def applied(self) -> int:
-        raw = self.redis.hgetall(f"{self.iso.name}:stats")
-        return sum(int(raw.get(k, 0)) for k in (b"accepted", b"duplicates", b"rejected"))
+        return events_applied(self.redis, self.iso.name)
 
     def swept(self) -> bool:
-        """Input applied and no customer left whose clock-driven re-score is due."""
-        clock = int(self.redis.get(f"{self.iso.name}:clock") or 0)
-        return clock > 0 and self.redis.zcount(f"{self.iso.name}:due", "-inf", clock) == 0
+        return clock_swept(self.redis, self.iso.name)
 
     def customer(self, cid: str) -> dict[bytes, bytes]:
         return self.redis.hgetall(f"{self.iso.name}:c:{cid}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,15 @@ def test_dashboard_shows_api_counts_and_updates_live(
         (settings.topic_prefix + "interactions", interaction(100 + k, f"fan-{k}", now))
         for k in range(4)
     ]
-    score_events(settings, history, then_refresh=True)
+    # repeat buyers with varied rhythms, so a CLV model can be fitted for the chart
+    day = 86_400_000
+    history += [
+        (orders_topic, order(200 + 10 * k + n, f"regular-{k}", 900 + 50 * k, at, "online"))
+        for k in range(30)
+        for n in range(k % 4 + 1)
+        if (at := now - (k % 9 + 2) * 30 * day + n * (k % 5 + 1) * 9 * day) < now
+    ]
+    score_events(settings, history, then_refresh=True, then_fit=True)
 
     server = ApiServer(isolated.process_env(), isolated.tmp / "api.log", TOKEN)
     with server as api, api.client() as http:
@@ -113,6 +122,21 @@ def test_dashboard_shows_api_counts_and_updates_live(
         expect(report_rows).to_have_count(len(segments["segments"]), timeout=DEADLINE_MS)
         expect(page.locator("#grid tbody tr")).to_have_count(5, timeout=DEADLINE_MS)
         expect(page.locator("#flow th").first).to_be_attached(timeout=DEADLINE_MS)
+        # the predicted-CLV chart: one bar per segment the model valued, as the report says
+        valued = [
+            s for s in http.get("/api/report").json()["segments"] if s["predicted_clv_average"]
+        ]
+        assert valued
+        model = http.get("/api/model").json()
+        assert model["model"]["version"] == 1 and [h["version"] for h in model["history"]] == [1]
+        regular = http.get("/api/customers/regular-3").json()["prediction"]
+        assert 0 < regular["p_alive"] <= 1 and regular["expected_purchases_90d"] > 0
+        assert regular["clv"] is not None and regular["churn_risk"] is False
+        expect(page.locator("#clv-section")).to_be_visible(timeout=DEADLINE_MS)
+        expect(page.locator("#clv tbody tr")).to_have_count(len(valued), timeout=DEADLINE_MS)
+        expect(page.locator(f'#clv tr[data-segment="{valued[0]["id"]}"] td.num')).to_have_text(
+            f"{Decimal(valued[0]['predicted_clv_average']):,}", timeout=DEADLINE_MS
+        )
 
         # new customers arrive through the scorer: the count moves on screen, no reload
         page.evaluate("window.__sameDocument = true")

@@ -37,6 +37,7 @@ from consumers.api.report import report_doc, segments_doc
 from consumers.api.thresholds import thresholds_doc
 from consumers.api.variants import variants_doc
 from stream.config import Settings
+from stream.prediction import prediction_doc
 from stream.processor import wall_ms
 from stream.segments import load_scheme
 from stream.store.keys import Keys
@@ -104,15 +105,29 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
 
     async def report(_: Request) -> Response:
         counts, fields = await queries.segment_report(store)
-        doc = report_doc(scheme, counts, fields, decimals)
+        doc = report_doc(scheme, counts, fields, decimals, await store.model())
         return Json({"currency": settings.store.currency, **doc})
+
+    async def model(_: Request) -> Response:
+        fitted = await store.model()
+        earlier = [
+            {k: m.describe(decimals)[k] for k in ("version", "fitted_at", "bgnbd", "gamma_gamma")}
+            for m in await store.model_history(20)
+        ]
+        return Json(
+            {"model": None if fitted is None else fitted.describe(decimals), "history": earlier}
+        )
 
     async def lookup(customer_id: str) -> Response:
         record = await queries.customer(store, customer_id) if plausible_id(customer_id) else None
         if record is None:
             return _error(404, "no such customer")
         now = await queries.scoring_now(store, settings)
-        return Json(customer_doc(record, scheme, settings.window_ms, now, decimals))
+        doc = customer_doc(record, scheme, settings.window_ms, now, decimals)
+        doc["prediction"] = prediction_doc(
+            record.customer, await store.model(), settings.prediction, now, decimals
+        )
+        return Json(doc)
 
     async def customer(request: Request) -> Response:
         return await lookup(request.path_params["customer_id"])
@@ -187,6 +202,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Route("/api/customers", customer_by_query),
         Route("/api/customers/{customer_id:path}", customer),
         Route("/api/thresholds", thresholds),
+        Route("/api/model", model),
         Route("/api/export", export),
         Route("/api/live", live),
         Route("/api/deliveries", deliveries),

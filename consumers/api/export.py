@@ -11,36 +11,22 @@ from collections.abc import AsyncIterator
 
 from consumers.api.queries import customer_batches, scoring_now
 from stream.config import Settings
-from stream.customer import Customer, metrics
-from stream.exporter import csv_header, csv_line, jsonl_line
-from stream.rescore import metrics_dict
+from stream.exporter import csv_header, csv_line, export_row, jsonl_line
 from stream.store.redis_store import RedisStore
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
-
-
-def row(c: Customer, settings: Settings, now: int) -> dict[str, object]:
-    """The ``rfm export`` row (SPEC section 8), shaped like the change event."""
-    return {
-        "customer_id": c.customer_id,
-        "segment": c.segment,
-        "seq": c.seq,
-        "scores": c.scores.as_dict(),
-        "metrics": metrics_dict(
-            metrics(c, settings.window_ms, now), settings.store.currency_decimals
-        ),
-    }
 
 
 async def export_chunks(
     store: RedisStore, settings: Settings, segment: str | None, fmt: str
 ) -> AsyncIterator[bytes]:
     now = await scoring_now(store, settings)
+    model = await store.model()
     if fmt == "csv":
         yield csv_header().encode("utf-8")
     async for batch in customer_batches(store):
         lines = [
-            row(c, settings, now)
+            export_row(c, settings, now, model)
             for c in batch
             if c.segment is not None and (segment is None or c.segment == segment)
         ]

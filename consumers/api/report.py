@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stream.changes import iso_ms
 from stream.money import format_minor
+from stream.prediction import Model
 from stream.segments import Scheme
 
 
@@ -56,10 +58,16 @@ def _money(minor: int | None, decimals: int) -> str | None:
 
 
 def report_doc(
-    scheme: Scheme, counts: Mapping[str, int], report: Mapping[str, int], decimals: int
+    scheme: Scheme,
+    counts: Mapping[str, int],
+    report: Mapping[str, int],
+    decimals: int,
+    model: Model | None = None,
 ) -> dict[str, Any]:
     """Customers, orders, revenue (net monetary in the window), average order value
-    (revenue / orders), average monetary (revenue / customers) and customers per channel."""
+    (revenue / orders), average monetary (revenue / customers), customers per channel, and
+    the average predicted CLV as of the last model fit (``null`` before the first)."""
+    values = {} if model is None else model.segments
     per: dict[str, dict[str, Any]] = {}
     for field, value in report.items():
         seg, _, what = field.partition("|")
@@ -90,10 +98,16 @@ def report_doc(
                 "average_order_value": _money(average_minor(monetary, orders), decimals),
                 "average_monetary": _money(average_minor(monetary, customers), decimals),
                 "channels": dict(sorted(row["channels"].items(), key=lambda kv: (-kv[1], kv[0]))),
+                "predicted_clv_average": str(values[seg].average(decimals))
+                if seg in values
+                else None,
             }
         )
     return {
         "segments": rows,
+        "prediction": None
+        if model is None
+        else {"model_version": model.version, "fitted_at": iso_ms(model.fitted_at)},
         "total": {
             "customers": totals["customers"],
             "orders": totals["orders"],

@@ -100,6 +100,9 @@ def decode_change(raw: bytes) -> Change:
         number = _number(metrics.get(name, scores.get(name)))
         if number is not None:
             values[name] = number
+    churn = doc.get("churn")
+    if isinstance(churn, dict) and isinstance(churn.get("at_risk"), bool):
+        values["churn_risk"] = Decimal(int(churn["at_risk"]))
     return Change(
         event_id=doc["event_id"],
         customer_id=doc["customer_id"],
@@ -119,6 +122,14 @@ def segment_matches(segment: str | None, patterns: Sequence[str] | None) -> bool
     if segment is None:
         return NO_SEGMENT in patterns
     return any(p != NO_SEGMENT and fnmatchcase(segment, p) for p in patterns)
+
+
+def cause_matches(cause: str, causes: frozenset[str] | None) -> bool:
+    """No ``cause`` filter means any segment move; churn_risk events keep the segment, so
+    only rules that name them explicitly see them."""
+    if causes is None:
+        return cause != "churn_risk"
+    return cause in causes
 
 
 def conditions_hold(conditions: Sequence[Condition], values: Mapping[str, Decimal]) -> bool:
@@ -141,7 +152,7 @@ def change_triggers(rules: Sequence[Rule], change: Change, now_ms: int) -> list[
         if (
             segment_matches(change.from_segment, trigger.from_patterns)
             and segment_matches(change.to_segment, trigger.to_patterns)
-            and (trigger.causes is None or change.cause in trigger.causes)
+            and cause_matches(change.cause, trigger.causes)
             and conditions_hold(rule.when, change.values)
             and fresh_enough(rule, change.at_ms, now_ms)
         ):

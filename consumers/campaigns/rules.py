@@ -25,7 +25,17 @@ from stream.config import ConfigError, parse_duration
 from stream.events import CHANNELS
 
 TRIGGERS = ("segment_change", "order")
-CHANGE_METRICS: tuple[str, ...] = ("orders", "monetary", "interactions", "r", "f", "m", "i")
+# churn_risk: 1 when a churn_risk event says the customer is at risk, 0 when it recovered
+CHANGE_METRICS: tuple[str, ...] = (
+    "orders",
+    "monetary",
+    "interactions",
+    "r",
+    "f",
+    "m",
+    "i",
+    "churn_risk",
+)
 ORDER_METRICS: tuple[str, ...] = ("amount",)
 OPERATORS: Mapping[str, Callable[[Decimal, Decimal], bool]] = {
     ">=": operator.ge,

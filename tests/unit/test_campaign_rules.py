@@ -90,10 +90,15 @@ def change_event(**fields: Any) -> dict[str, Any]:
 
 def test_the_example_file_loads_and_names_real_segments() -> None:
     rules = load_rules(EXAMPLE, {})
-    assert [r.id for r in rules.rules] == ["win_back", "cant_lose_call", "first_order_coupon"]
+    assert [r.id for r in rules.rules] == [
+        "win_back",
+        "cant_lose_call",
+        "churn_rescue",
+        "first_order_coupon",
+    ]
     scheme = load_scheme("rfm-classic", 5)
     check_segments(rules, scheme.ids, scheme.id)
-    win_back, _, coupon = rules.rules
+    win_back, _, _, coupon = rules.rules
     assert win_back.split == "hash" and coupon.split == "order_value"
     assert win_back.cooldown_s == 30 * 86400
     assert win_back.webhook.backoff_s == 0.5 and win_back.webhook.retries == 5
@@ -280,6 +285,19 @@ def test_change_rules_filter_on_from_to_cause_and_age() -> None:
         change_event(at=None),
     ):
         assert not change_triggers([rule], decode_change(orjson.dumps(other)), NOW), other
+
+
+def test_churn_risk_events_reach_only_rules_that_name_them() -> None:
+    churn = {"at_risk": True, "p_alive": 0.49, "threshold": 0.5, "model_version": 3}
+    at_risk = change_event(**{"from": "at_risk", "cause": "churn_risk", "churn": churn})
+    recovered = {**at_risk, "churn": {**churn, "at_risk": False}}
+    any_move = one(change_rule(to="at_risk"))
+    assert change_triggers([any_move], decode_change(orjson.dumps(change_event())), NOW)
+    assert not change_triggers([any_move], decode_change(orjson.dumps(at_risk)), NOW)
+    rescue = one(change_rule(cause=["churn_risk"], when=["churn_risk == 1"]))
+    assert change_triggers([rescue], decode_change(orjson.dumps(at_risk)), NOW)
+    assert not change_triggers([rescue], decode_change(orjson.dumps(recovered)), NOW)
+    assert not change_triggers([rescue], decode_change(orjson.dumps(change_event())), NOW)
 
 
 def test_a_fired_change_carries_the_event_as_received() -> None:

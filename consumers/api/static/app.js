@@ -17,6 +17,9 @@ const TEXT = {
     recent: "Recent changes", all: "All", deliveries: "Campaign webhooks", rule: "Rule",
     variant: "Variant", outcome: "Outcome", customer: "Customer", at: "Time",
     delivered: "delivered", dead_lettered: "dead-lettered",
+    clv: "Predicted lifetime value", avgClv: "Avg predicted CLV", model: "Model",
+    fitted: "fitted", prediction: "Prediction", pAlive: "P(alive)", next90: "purchases in 90 days",
+    atRisk: "churn risk",
   },
   "zh-TW": {
     title: "RFM 顧客分群", connecting: "連線中", streaming: "即時更新中", live: "即時分群人數", reconnecting: "重新連線中",
@@ -31,6 +34,9 @@ const TEXT = {
     recent: "最近轉換", all: "全部", deliveries: "行銷活動 Webhook", rule: "規則",
     variant: "版本", outcome: "結果", customer: "顧客", at: "時間",
     delivered: "已送達", dead_lettered: "送達失敗",
+    clv: "預測顧客終身價值", avgClv: "平均預測 CLV", model: "模型",
+    fitted: "訓練於", prediction: "預測", pAlive: "仍活躍機率", next90: "90 天內預期購買",
+    atRisk: "流失風險",
   },
 };
 
@@ -174,6 +180,31 @@ function renderReport() {
   $("report").tFoot.append(total);
 }
 
+function renderClv() {
+  const r = state.report;
+  const shown = r && r.prediction ? r.segments.filter((s) => s.predicted_clv_average !== null) : [];
+  $("clv-section").hidden = shown.length === 0;
+  if (!shown.length) return;
+  const top = Math.max(...shown.map((s) => Number(s.predicted_clv_average)), 0.01);
+  const rows = shown.map((s) => {
+    const tr = el("tr");
+    const bar = el("div", null, "bar");
+    bar.style.width = `${(100 * Number(s.predicted_clv_average)) / top}%`;
+    const cell = el("td", null, "track");
+    cell.append(bar);
+    tr.append(el("td", segName(s.id)), cell, el("td", money(s.predicted_clv_average), "num"));
+    tr.dataset.segment = s.id;
+    return tr;
+  });
+  const head = el("tr");
+  head.append(el("th", t("segment")), el("th"), el("th", t("avgClv"), "num"));
+  $("clv").replaceChildren(el("thead"), el("tbody"));
+  $("clv").tHead.append(head);
+  $("clv").tBodies[0].append(...rows);
+  const p = r.prediction;
+  $("clv-note").textContent = `${t("model")} v${p.model_version} · ${t("fitted")} ${p.fitted_at.slice(0, 16).replace("T", " ")}`;
+}
+
 function renderCustomer() {
   const c = state.customer;
   const dl = $("customer");
@@ -188,6 +219,12 @@ function renderCustomer() {
     ...pair("ID", c.customer_id), ...pair(t("segment"), segName(c.segment)), ...pair(t("scores"), scores),
     ...pair(t("metrics"), `${t("orders")} ${count(m.orders)} · ${money(m.monetary)} · ${m.last_order_at ?? "–"}`),
     ...pair(t("seq"), c.seq), ...pair(t("recent"), recent.join("\n")),
+    ...(c.prediction ? pair(t("prediction"), [
+      `${t("pAlive")} ${c.prediction.p_alive.toFixed(3)}`,
+      `${t("next90")} ${c.prediction.expected_purchases_90d.toFixed(2)}`,
+      `CLV ${c.prediction.clv === null ? "–" : money(c.prediction.clv)}`,
+      ...(c.prediction.churn_risk ? [t("atRisk")] : []),
+    ].join(" · ")) : []),
   );
 }
 
@@ -208,7 +245,7 @@ function renderDeliveries() {
 }
 
 function renderAll() {
-  renderText(); renderCounts(); renderGrid(); renderFlow(); renderReport(); renderCustomer();
+  renderText(); renderCounts(); renderGrid(); renderFlow(); renderReport(); renderClv(); renderCustomer();
   renderDeliveries();
 }
 
@@ -231,7 +268,7 @@ async function loadPanels() {
   [state.grid, state.flow, state.report, sent] = await Promise.all(
     [api("/api/grid"), api(`/api/transitions?${q}`), api("/api/report"), api("/api/deliveries")]);
   state.deliveries = sent.deliveries;
-  renderGrid(); renderFlow(); renderReport(); renderDeliveries();
+  renderGrid(); renderFlow(); renderReport(); renderClv(); renderDeliveries();
 }
 
 // Re-read the panels when counts move: at once, then at most every two seconds.
