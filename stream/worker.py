@@ -196,5 +196,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     asyncio.run(ensure_topics(settings))
     load_scheme(settings.scoring.scheme, settings.scoring.buckets)  # fail fast on a bad scheme
     app = build_app(settings)
+    # aiokafka logs raw records at DEBUG; event payloads must never reach a log (SPEC 9)
+    for name in ("aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

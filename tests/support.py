@@ -126,15 +126,16 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
 class WorkerProcess:
     """`rfm worker` as a child process, with its log kept for failure reports."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, loglevel: str = "warn") -> None:
         self.env = env
         self.log = log
+        self.loglevel = loglevel
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"],
+                [sys.executable, "-m", "stream.cli", "worker", "--loglevel", self.loglevel],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -57,7 +57,8 @@ def test_worker_runs_as_a_prefix_scoped_acl_user_and_logs_no_secrets_or_payloads
     settings = isolated.settings()
     topics = Topics(settings.topic_prefix)
     asyncio.run(ensure_topics(settings))
-    worker = WorkerProcess(env, isolated.tmp / "worker.log").start()
+    # at debug level, the most talkative: libraries log raw records there unless kept quiet
+    worker = WorkerProcess(env, isolated.tmp / "worker.log", loglevel="debug").start()
     now = int(time.time() * 1000)
     marker = "4242.17"  # a payload value that must never show up in a log
     docs = [
