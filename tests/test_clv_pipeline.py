@@ -51,7 +51,7 @@ clock = "event"
 window_days = 0
 refresh_interval = "1h"
 [prediction]
-fit_interval = "0s"
+fit_interval = "{interval}"
 churn_threshold = {threshold}
 """
 
@@ -149,11 +149,11 @@ class Deployment:
 @pytest.fixture
 def deploy(
     isolated: Isolated, start_worker: Callable[..., WorkerProcess]
-) -> Iterator[Callable[[float], Deployment]]:
+) -> Iterator[Callable[..., Deployment]]:
     made: list[Deployment] = []
 
-    def make(threshold: float) -> Deployment:
-        config = isolated.config_file(CONFIG.format(threshold=threshold))
+    def make(threshold: float, interval: str = "0s") -> Deployment:
+        config = isolated.config_file(CONFIG.format(threshold=threshold, interval=interval))
         asyncio.run(ensure_topics(isolated.settings()))
         made.append(Deployment(isolated, start_worker(config)))
         return made[-1]
@@ -164,7 +164,7 @@ def deploy(
 
 
 def test_cdnow_through_the_pipeline_fits_the_published_model_and_exports_matching_predictions(
-    isolated: Isolated, deploy: Callable[[float], Deployment]
+    isolated: Isolated, deploy: Callable[..., Deployment]
 ) -> None:
     d = deploy(0)
     d.send(calibration_orders(), [tick(0, CALIBRATION_END)])
@@ -209,7 +209,7 @@ def test_cdnow_through_the_pipeline_fits_the_published_model_and_exports_matchin
 
 
 def test_a_regular_buyer_who_goes_quiet_gets_exactly_one_churn_risk_event(
-    isolated: Isolated, deploy: Callable[[float], Deployment]
+    isolated: Isolated, deploy: Callable[..., Deployment]
 ) -> None:
     d = deploy(0.5)
     first = CALIBRATION_END - 266 * DAY
@@ -274,3 +274,31 @@ def test_a_regular_buyer_who_goes_quiet_gets_exactly_one_churn_risk_event(
     assert b"cr" not in d.customer("regular")
     seqs = [c["seq"] for c in d.changes("regular")]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_the_leader_refits_on_its_own_every_fit_interval(
+    deploy: Callable[..., Deployment],
+) -> None:
+    d = deploy(0, interval="2s")
+    start = CALIBRATION_END - 200 * DAY
+    orders = [
+        order(
+            f"s{k}-{n}", f"shopper-{k}", start + (k % 7) * DAY + n * (k % 5 + 2) * 7 * DAY, "9.90"
+        )
+        for k in range(80)
+        for n in range(k % 4 + 1)
+    ]
+    d.send(orders, [tick(0, CALIBRATION_END)])
+    # No `rfm fit`: the worker's own timer publishes versions one interval apart.
+    versions = wait_for(
+        lambda: found if (found := d.redis.lrange(f"{d.iso.name}:models", 0, -1))[1:] else None,
+        timeout=60,
+        what="two automatic model fits",
+        diagnose=d.worker.tail,
+    )
+    first, second = (
+        Model.from_doc(int(v), raw) for v, _, raw in (h.partition(b" ") for h in versions[::-1][:2])
+    )
+    assert (first.version, second.version) == (1, 2)
+    assert second.fitted_at - first.fitted_at >= 2000
+    assert first.customers == second.customers == 80
