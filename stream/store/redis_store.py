@@ -77,6 +77,66 @@ def history_entry(change: SegmentChange) -> str:
     ).decode("utf-8")
 
 
+COMMIT_CHUNK = 500  # customers per script call: bounds how long one call blocks Redis
+
+
+def _share_deltas(
+    share: list[object] | None, sign: int, agg: dict[str, int], grid: dict[str, int]
+) -> None:
+    if share is None:
+        return
+    segment, orders, monetary, channels, cell = share
+    agg[f"{segment}|orders"] = agg.get(f"{segment}|orders", 0) + sign * int(str(orders))
+    agg[f"{segment}|monetary"] = agg.get(f"{segment}|monetary", 0) + sign * int(str(monetary))
+    assert isinstance(channels, list)
+    for ch in channels:
+        agg[f"{segment}|ch:{ch}"] = agg.get(f"{segment}|ch:{ch}", 0) + sign
+    if cell:
+        grid[str(cell)] = grid.get(str(cell), 0) + sign
+
+
+def commit_doc(c: Commit) -> dict[str, Any]:
+    """One customer's part of a commit script call (see commit.lua for the fields)."""
+    cust = c.customer
+    after = {} if c.erase else encode_customer(cust)
+    sets, dels = diff(c.before, after)
+    doc: dict[str, Any] = {
+        "id": cust.customer_id,
+        "v": str(cust.version),
+        "set": sets,
+        "del": dels,
+        "ix": {d: (False if c.index.get(d) is None else str(c.index[d])) for d in DIMS},
+        "due": False if c.due is None else str(c.due),
+    }
+    seg_after = None if c.erase else cust.segment
+    if seg_after != c.segment_before:
+        doc["seg"] = [c.segment_before or "", seg_after or ""]
+    if c.changes:
+        doc["out"] = [ch.encode().decode("utf-8") for ch in c.changes]
+        doc["hist"] = [history_entry(ch) for ch in c.changes]
+    if c.clock is not None:
+        doc["clock"] = str(c.clock)
+    if c.erase:
+        doc["erase"] = True
+    if c.erase or c.forget:
+        doc["forget"] = True
+    if cust.new_events:
+        doc["marks"] = cust.new_events
+    if c.accepted:
+        doc["acc"] = str(c.accepted)
+    share_before, share_after = report_share(c.before), report_share(after)
+    if share_before != share_after:
+        agg: dict[str, int] = {}
+        grid: dict[str, int] = {}
+        _share_deltas(share_before, -1, agg, grid)
+        _share_deltas(share_after, 1, agg, grid)
+        if deltas := {f: str(n) for f, n in agg.items() if n}:
+            doc["agg"] = deltas
+        if cells := {f: str(n) for f, n in grid.items() if n}:
+            doc["grid"] = cells
+    return doc
+
+
 def thresholds_from_doc(version: int, raw: bytes | None) -> Thresholds:
     if not raw:
         return Thresholds(version=version)
@@ -108,6 +168,7 @@ class RedisStore:
 
     def __post_init__(self) -> None:
         self._commit = self.redis.register_script(_script("commit.lua"))
+        self._load = self.redis.register_script(_script("load.lua"))
         self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
         self._publish_model = self.redis.register_script(_script("publish_model.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
@@ -117,90 +178,77 @@ class RedisStore:
 
     async def load(self, wanted: dict[str, Sequence[str]]) -> dict[str, Loaded]:
         """Customers by id, each with the subset of the given event ids already applied."""
-        pipe = self.redis.pipeline(transaction=False)
         order = list(wanted)
-        for cid in order:
-            pipe.hgetall(self.keys.customer(cid))
-        asked = [cid for cid in order if wanted[cid]]
-        for cid in asked:
-            pipe.zmscore(self.keys.applied(cid), list(wanted[cid]))
-        replies = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(order), COMMIT_CHUNK):
+            chunk = order[start : start + COMMIT_CHUNK]
+            keys: list[str] = []
+            for cid in chunk:
+                keys += (self.keys.customer(cid), self.keys.applied(cid))
+            asked = orjson.dumps([list(wanted[cid]) for cid in chunk])
+            await self._load(keys=keys, args=[asked], client=pipe)
+        replies = [one for reply in await pipe.execute() for one in reply]
         now = time.time_ns() // 1_000_000
-        marks = dict(zip(asked, replies[len(order) :], strict=True))
         out: dict[str, Loaded] = {}
-        for n, cid in enumerate(order):
-            customer = decode_customer(cid, replies[n])
-            for event_id, expires in zip(wanted[cid], marks.get(cid) or (), strict=False):
-                if expires is not None and expires > now:
+        for cid, (flat, marks) in zip(order, replies, strict=True):
+            stored = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+            customer = decode_customer(cid, stored)
+            for event_id, expires in zip(wanted[cid], marks, strict=False):
+                if expires is not None and int(expires) > now:
                     customer.seen_events.add(event_id)
-            out[cid] = Loaded(customer, encode_customer(customer))
+            # as stored, so the commit writes exactly what differs (derived fields included)
+            before = {k.decode("utf-8"): v.decode("utf-8") for k, v in stored.items() if k != b"v"}
+            out[cid] = Loaded(customer, before)
         return out
 
     async def commit(self, commits: Sequence[Commit]) -> list[CommitResult]:
+        """Commit customers scored against one context, in script calls of ``COMMIT_CHUNK``
+        customers sent in one round trip. A customer whose stored version moved comes back
+        ``ok=False, reason="version"``; if the thresholds or the model moved, every customer
+        of the affected chunks comes back ``reason="thresholds"``."""
         if not commits:
             return []
-        pipe = self.redis.pipeline(transaction=False)
         k = self.keys
-        fixed = [k.thresholds, k.counts, k.outbox, *k.indexes, k.due, k.clock]
         now = time.time_ns() // 1_000_000
-        for c in commits:
-            cust = c.customer
-            after = {} if c.erase else encode_customer(cust)
-            sets, dels = diff(c.before, after)
-            doc: dict[str, Any] = {
-                "set": sets,
-                "del": dels,
-                "ix": {d: (False if c.index.get(d) is None else str(c.index[d])) for d in DIMS},
-                "due": False if c.due is None else str(c.due),
-            }
-            seg_after = None if c.erase else cust.segment
-            if seg_after != c.segment_before:
-                doc["seg"] = [c.segment_before or "", seg_after or ""]
-            if c.changes:
-                doc["out"] = [ch.encode().decode("utf-8") for ch in c.changes]
-                doc["hist"] = [history_entry(ch) for ch in c.changes]
-            if c.model_version is not None:
-                doc["mv"] = str(c.model_version)
-            if c.clock is not None:
-                doc["clock"] = str(c.clock)
-            if c.erase:
-                doc["erase"] = True
-            if c.erase or c.forget:
-                doc["forget"] = True
-            if c.accepted:
-                doc["acc"] = str(c.accepted)
-            share_before, share_after = report_share(c.before), report_share(after)
-            if share_before != share_after:
-                doc["agg"] = {"old": share_before or False, "new": share_after or False}
-            await self._commit(
-                keys=[
-                    k.customer(cust.customer_id),
-                    *fixed,
-                    k.applied(cust.customer_id),
-                    k.stats,
-                    k.segment_report,
-                    k.grid,
-                    k.transitions(now // 3_600_000),
-                    k.history(cust.customer_id),
-                ],
-                args=[
-                    cust.customer_id,
-                    cust.version,
-                    c.thresholds_version if c.check_thresholds else -1,
-                    now,
-                    now + self.dedupe_ttl_ms,
-                    orjson.dumps(doc),
-                    *cust.new_events,
-                ],
-                client=pipe,
-            )
-        replies = await pipe.execute()
-        results = []
-        for reply in replies:
-            if int(reply[0]) == 1:
-                results.append(CommitResult(True, outbox_ids=list(reply[1:])))
-            else:
-                results.append(CommitResult(False, reason=reply[1].decode()))
+        fixed = [
+            k.thresholds,
+            k.counts,
+            k.outbox,
+            *k.indexes,
+            k.due,
+            k.clock,
+            k.stats,
+            k.segment_report,
+            k.grid,
+            k.transitions(now // 3_600_000),
+        ]
+        head = commits[0]
+        versions = [
+            str(head.thresholds_version) if head.check_thresholds else "-1",
+            "-1" if head.model_version is None else str(head.model_version),
+            str(now),
+            str(now + self.dedupe_ttl_ms),
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        chunks = [commits[i : i + COMMIT_CHUNK] for i in range(0, len(commits), COMMIT_CHUNK)]
+        for chunk in chunks:
+            keys = list(fixed)
+            docs = []
+            for c in chunk:
+                cid = c.customer.customer_id
+                keys += (k.customer(cid), k.applied(cid), k.history(cid))
+                docs.append(commit_doc(c))
+            await self._commit(keys=keys, args=[*versions, orjson.dumps(docs)], client=pipe)
+        results: list[CommitResult] = []
+        for chunk, reply in zip(chunks, await pipe.execute(), strict=True):
+            if int(reply[0]) != 1:
+                results.extend(CommitResult(False, reason="thresholds") for _ in chunk)
+                continue
+            for one in reply[1]:
+                if int(one[0]) == 1:
+                    results.append(CommitResult(True, outbox_ids=list(one[1:])))
+                else:
+                    results.append(CommitResult(False, reason="version"))
         return results
 
     async def customer(self, customer_id: str) -> Customer | None:

@@ -1,0 +1,22 @@
+--[[
+load.lua -- read a batch of customers and which of the given events each already applied.
+
+KEYS[2n-1] the n-th customer's hash   KEYS[2n] its applied-event zset (score = mark expiry)
+ARGV[1]  JSON array: for the n-th customer, the event ids to look up (may be empty)
+
+Returns  one {hash fields and values (flat), {expiry or false per asked id}} per customer.
+
+Read-only; one call instead of two commands per customer keeps the client's per-command
+cost out of the hot path. Consistency comes from the commit script's version check.
+--]]
+local asked = cjson.decode(ARGV[1])
+local out = {}
+for n, ids in ipairs(asked) do
+  local fields = redis.call('HGETALL', KEYS[2 * n - 1])
+  local marks = {}
+  if #ids > 0 then
+    marks = redis.call('ZMSCORE', KEYS[2 * n], unpack(ids))
+  end
+  out[n] = {fields, marks}
+end
+return out
