@@ -7,16 +7,13 @@ column options. Keys are the customer id, so a customer's history stays in order
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
 from stream.kafka import KafkaPublisher
 
@@ -99,50 +96,6 @@ def csv_records(
             yield key, value, len(value)
 
 
-class KeyPartitioner:
-    """Kafka's default partitioner, exactly as aiokafka's ``send`` applies it, once per key.
-
-    The worker relies on a customer's events staying in one partition, in order, and every
-    other producer in the project is plain aiokafka: so a key goes where aiokafka's
-    ``DefaultPartitioner`` (murmur2 of the key, as the Java client) sends it. Hashing is pure
-    Python there, so each key's partition is remembered; a history repeats its customers.
-    Records without a key go to a random partition, as with ``send``.
-    """
-
-    def __init__(self, partitions: Iterable[int], remember: int = 1_000_000) -> None:
-        self.partitions = sorted(partitions)
-        if not self.partitions:
-            raise ValueError("a topic has at least one partition")
-        self._partitioner = DefaultPartitioner()
-        self._remember = remember
-        self._known: dict[bytes, int] = {}
-
-    def __call__(self, key: bytes | None) -> int:
-        if key is None:
-            return int(self._partitioner(None, self.partitions, self.partitions))
-        partition = self._known.get(key)
-        if partition is None:
-            if len(self._known) >= self._remember:
-                self._known.clear()  # bounded memory for histories of very many customers
-            partition = int(self._partitioner(key, self.partitions, self.partitions))
-            self._known[key] = partition
-        return partition
-
-
-def _raise_rejected(pending: list[asyncio.Future[Any]]) -> None:
-    """Drop settled batches from ``pending``; raise the error of one the broker rejected."""
-    rejected: BaseException | None = None
-    still = []
-    for future in pending:
-        if not future.done():
-            still.append(future)
-        elif (error := future.exception()) is not None and rejected is None:
-            rejected = error  # every settled error is retrieved; the first one is raised
-    pending[:] = still
-    if rejected is not None:
-        raise rejected
-
-
 async def publish_records(
     publisher: KafkaPublisher,
     topic: str,
@@ -160,35 +113,19 @@ async def publish_records(
     a batch queued, so memory stays bounded; a batch the broker rejects raises here.
     Progress is the bytes read, reported every ``chunk`` records and at the end.
     """
-    producer = publisher.producer
-    partition_of = KeyPartitioner(await producer.partitions_for(topic))
-    open_batches: dict[int, Any] = {}
-    pending: list[asyncio.Future[Any]] = []
+    sender = publisher.sender()
     sent = 0
     consumed = 0
     for key, value, size in records:
         consumed += size
         if not value:
             continue
-        partition = partition_of(key)
-        batch = open_batches.get(partition)
-        if batch is None:
-            batch = open_batches[partition] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = open_batches[partition] = producer.create_batch()
-            # an empty batch always takes its first record; the broker judges its size
-            batch.append(key=key, value=value, timestamp=None)
+        await sender.add(topic, key, value)
         sent += 1
         if sent % chunk == 0:
             progress(consumed)
             consumed = 0
-            _raise_rejected(pending)
-    for partition, batch in open_batches.items():
-        if batch.record_count():
-            pending.append(await producer.send_batch(batch, topic, partition=partition))
-    if pending:
-        await asyncio.wait(pending)
-        _raise_rejected(pending)
+            sender.raise_rejected()
+    await sender.flush()
     progress(consumed)
     return sent

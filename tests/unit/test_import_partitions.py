@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from stream.config import Settings
-from stream.importer import KeyPartitioner, jsonl_records, publish_records
-from stream.kafka import KafkaPublisher
+from stream.importer import jsonl_records, publish_records
+from stream.kafka import BatchSender, KafkaPublisher, KeyPartitioner
 
 PARTITION_COUNTS = (1, 2, 3, 6, 7, 12, 31, 100, 1000)
 
@@ -188,7 +188,8 @@ def records(n: int) -> Iterator[tuple[bytes | None, bytes, int]]:
 
 
 def publish(producer: FakeProducer, n: int, progress: list[int] | None = None) -> int:
-    publisher: Any = SimpleNamespace(producer=producer)  # all publish_records uses
+    # all publish_records uses of a KafkaPublisher
+    publisher: Any = SimpleNamespace(sender=lambda: BatchSender(producer, {}))
     report = progress.append if progress is not None else (lambda _n: None)
     return asyncio.run(publish_records(publisher, "orders", records(n), report, chunk=100))
 
