@@ -77,7 +77,10 @@ async def _scores(store: RedisStore, ids: Sequence[str]) -> list[bytes | None]:
 
 
 async def measure(
-    settings: Settings, customers: int, say: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    customers: int,
+    say: Callable[[str], None] = lambda _: None,
+    newcomers: int = NEWCOMERS,
 ) -> RefreshCost:
     store = RedisStore(
         connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
@@ -116,14 +119,14 @@ async def measure(
                 currency=cur,
                 decimals=dec,
             )
-            for j in range(NEWCOMERS)
+            for j in range(newcomers)
         ]
         nudge += [
             order_event(
                 f"again-{j}",
                 customer_id("r", (j * 7919) % customers),
                 MAX_AMOUNT + 777 * (j + 1),
-                now - NEWCOMERS - j,
+                now - newcomers - j,
                 currency=cur,
                 decimals=dec,
             )

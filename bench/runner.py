@@ -50,6 +50,7 @@ class Options:
     latency_rate: float = 2000.0
     latency_seconds: float = 10.0
     refresh_sizes: tuple[int, ...] = (10_000, 100_000)
+    refresh_newcomers: int = 20  # top buyers added before the timed refresh
     profile: bool = False
     quick: bool = False
 
@@ -61,6 +62,7 @@ class Options:
         events: int | None = None,
         quick: bool = False,
         refresh_sizes: tuple[int, ...] = (),
+        refresh_newcomers: int = 20,
         profile: bool = False,
     ) -> Options:
         """Defaults for a full or a quick (< 60 s) run; explicit values win.
@@ -85,6 +87,7 @@ class Options:
             events=events,
             latency_seconds=seconds,
             refresh_sizes=tuple(sorted(set(sizes))),
+            refresh_newcomers=refresh_newcomers,
             profile=profile,
             quick=quick,
         )
@@ -250,7 +253,9 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         costs = []
         for size in options.refresh_sizes:
             part = f"rf{size}"
-            cost = await refresh_cost.measure(run.settings(part), size, say)
+            cost = await refresh_cost.measure(
+                run.settings(part), size, say, newcomers=options.refresh_newcomers
+            )
             costs.append(cost)
             say(f"refresh at {size:,}: {cost.seconds * 1000:.1f} ms, {cost.moved} moved")
             await run.drop_keys(part)  # a big population need not wait for the end

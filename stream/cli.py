@@ -328,6 +328,13 @@ def api(host: str, port: int) -> None:
 @click.option("--customers", type=click.IntRange(min=1), help="[default: 100000; quick 2000]")
 @click.option("--events", type=click.IntRange(min=1), help="Orders. [default: 200000; quick 4000]")
 @click.option("--refresh-sizes", default="", metavar="N,N", help="Refresh populations [C/10,C].")
+@click.option(
+    "--refresh-newcomers",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Top buyers added before the timed refresh: more move more customers.",
+)
 @click.option("--quick", is_flag=True, help="Small sizes for CI smoke runs (under a minute).")
 @click.option("--profile", is_flag=True, help="Sample the worker and the baseline with py-spy.")
 @click.option(
@@ -340,6 +347,7 @@ def bench_cmd(
     customers: int | None,
     events: int | None,
     refresh_sizes: str,
+    refresh_newcomers: int,
     quick: bool,
     profile: bool,
     json_path: Path | None,
@@ -360,6 +368,7 @@ def bench_cmd(
             events=events,
             quick=quick,
             refresh_sizes=parse_sizes(refresh_sizes),
+            refresh_newcomers=refresh_newcomers,
             profile=profile,
         )
         run_bench(settings, options, json_path)
