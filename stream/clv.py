@@ -83,8 +83,8 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbd:
     (gx, gt, gT), weight = _grouped(x, t_x, T)
     if not np.any(gx > 0):
         raise FitError("no customer has a repeat purchase yet")
-    if np.any(gt > gT) or np.any(gx < 0) or np.any(gT <= 0):
-        raise FitError("summaries must satisfy x >= 0 and 0 <= t_x <= T, T > 0")
+    if np.any(gt > gT) or np.any(gx < 0) or np.any(gt < 0):
+        raise FitError("summaries must satisfy x >= 0 and 0 <= t_x <= T")
     total = float(weight.sum())
 
     def nll(log_params: NDArray[np.float64]) -> float:

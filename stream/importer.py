@@ -113,7 +113,7 @@ async def publish_records(
     a batch queued, so memory stays bounded; a batch the broker rejects raises here.
     Progress is the bytes read, reported every ``chunk`` records and at the end.
     """
-    sender = publisher.sender()
+    sender = publisher.sender(remember=1_000_000)
     sent = 0
     consumed = 0
     for key, value, size in records:

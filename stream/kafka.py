@@ -98,16 +98,23 @@ class BatchSender:
     memory stays bounded.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, partitioners: dict[str, KeyPartitioner]):
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        partitioners: dict[str, KeyPartitioner],
+        remember: int = 100_000,
+    ):
         self.producer = producer
         self.partitioners = partitioners
+        self.remember = remember
         self._open: dict[tuple[str, int], Any] = {}
         self._pending: list[asyncio.Future[Any]] = []
 
     async def add(self, topic: str, key: bytes | None, value: bytes) -> None:
         partition_of = self.partitioners.get(topic)
         if partition_of is None:
-            partition_of = KeyPartitioner(await self.producer.partitions_for(topic))
+            partitions = await self.producer.partitions_for(topic)
+            partition_of = KeyPartitioner(partitions, self.remember)
             self.partitioners[topic] = partition_of
         where = (topic, partition_of(key))
         batch = self._open.get(where)
@@ -161,8 +168,10 @@ class KafkaPublisher:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    def sender(self) -> BatchSender:
-        return BatchSender(self.producer, self.partitioners)
+    def sender(self, remember: int = 100_000) -> BatchSender:
+        """``remember``: keys whose partition is cached (a long-lived worker keeps it small;
+        an import of a whole history may want more)."""
+        return BatchSender(self.producer, self.partitioners, remember)
 
     async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         sender = self.sender()

@@ -128,6 +128,7 @@ class Processor:
         self.topics = Topics(settings.topic_prefix)
         self._thresholds: Thresholds | None = None
         self._model: Model | None = None
+        self._model_loaded = False  # "no model yet" is cached too: the fence catches a new one
         self._parsers: dict[str, Callable[[bytes, object, int], Event]] = {
             self.topics.orders: parse_order,  # type: ignore[dict-item]
             self.topics.interactions: parse_interaction,  # type: ignore[dict-item]
@@ -148,8 +149,9 @@ class Processor:
         refused by the store's fence and retried after a reload."""
         if self.settings.prediction.churn_threshold <= 0:
             return None
-        if self._model is None or reload:
+        if not self._model_loaded or reload:
             self._model = await self.store.model()
+            self._model_loaded = True
         return self._model
 
     async def context(self, batch_clock: int = 0, reload: bool = False) -> ScoringContext:
@@ -228,8 +230,15 @@ class Processor:
             erase=erase,
             forget=forget,
             check_thresholds=self.settings.scoring.mode == "quantile",
-            model_version=ctx.model.version if ctx.churn_on and ctx.model is not None else None,
+            model_version=self._fenced_model_version(ctx),
         )
+
+    def _fenced_model_version(self, ctx: ScoringContext) -> int | None:
+        """With churn events on, every commit is fenced on the model it was judged against,
+        including "none yet" (0): a flag set by a newer model is never cleared by an older view."""
+        if self.settings.prediction.churn_threshold <= 0:
+            return None
+        return ctx.model.version if ctx.model is not None else 0
 
     # ---- input batches ------------------------------------------------------------------
 

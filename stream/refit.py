@@ -8,14 +8,17 @@ against the new model, so each churn flag agrees with the model that is current.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
+from numpy.typing import NDArray
 
 from stream import clv
+from stream.config import PredictionSettings
 from stream.prediction import Model, SegmentValue, money, summary_of
 from stream.processor import Processor, wall_ms
 from stream.refresh import LEASE_MS, LeaseBusy
@@ -32,6 +35,28 @@ class FitReport:
     seconds: float
 
 
+def _fit(
+    x: NDArray[np.float64],
+    t_x: NDArray[np.float64],
+    age: NDArray[np.float64],
+    zbar: NDArray[np.float64],
+    p: PredictionSettings,
+) -> tuple[clv.BgNbd, clv.GammaGamma | None, NDArray[np.float64] | None]:
+    """Both fits and every buyer's CLV. Times are rounded to whole days for fitting only:
+    identical rows then collapse into one likelihood term, which keeps a large fit cheap."""
+    days = 7.0
+    purchases = clv.fit_bgnbd(x, np.round(t_x * days) / days, np.round(age * days) / days)
+    try:
+        spend = clv.fit_gamma_gamma(x, zbar)
+    except clv.FitError as exc:
+        log.warning("spend model not fitted (%s): predictions carry no CLV", exc)
+        return purchases, None, None
+    clvs = clv.lifetime_value(
+        purchases, spend, x, t_x, age, zbar, p.horizon_months, p.discount_rate
+    )
+    return purchases, spend, clvs
+
+
 async def refit(
     processor: Processor, *, as_of: int | None = None, lease_ms: int = LEASE_MS
 ) -> FitReport:
@@ -42,6 +67,11 @@ async def refit(
     token = await store.acquire_lease(lease_ms)
     if token is None:
         raise LeaseBusy("another process holds the refresh lease")
+
+    async def keep_lease() -> None:
+        if not await store.renew_lease(token, lease_ms):
+            raise LeaseBusy("lost the refresh lease while fitting the CLV model")
+
     try:
         read_version = await store.model_version()
         now = as_of if as_of is not None else (await processor.context()).now
@@ -55,6 +85,8 @@ async def refit(
             ids.append(customer.customer_id)
             segments.append(customer.segment)
             rows.append((s.x, s.t_x, s.T, s.zbar))
+            if len(ids) % 50_000 == 0:
+                await keep_lease()
         await store.mark_fitted(wall_ms())
         data = np.array(rows, dtype=np.float64).reshape(-1, 4)
         x, t_x, age, zbar = data.T
@@ -66,18 +98,15 @@ async def refit(
             )
             log.info("CLV model not fitted: %s", reason)
             return FitReport(None, reason, 0, 0, time.perf_counter() - started)
-        purchases = clv.fit_bgnbd(x, t_x, age)
-        try:
-            spend: clv.GammaGamma | None = clv.fit_gamma_gamma(x, zbar)
-        except clv.FitError as exc:
-            log.warning("spend model not fitted (%s): predictions carry no CLV", exc)
-            spend = None
+        await keep_lease()
+        # CPU-bound for seconds on a large store: off the event loop, so the worker keeps
+        # heartbeating its consumer group and applying events meanwhile
+        purchases, spend, clvs = await asyncio.to_thread(
+            _fit, x, t_x, age, zbar, settings.prediction
+        )
+        await keep_lease()
         values: dict[str, SegmentValue] = {}
-        if spend is not None:
-            p = settings.prediction
-            clvs = clv.lifetime_value(
-                purchases, spend, x, t_x, age, zbar, p.horizon_months, p.discount_rate
-            )
+        if clvs is not None:
             totals: dict[str, tuple[int, Decimal]] = {}
             for seg, value in zip(segments, clvs.tolist(), strict=True):
                 n, total = totals.get(seg, (0, Decimal(0)))
@@ -99,11 +128,6 @@ async def refit(
         rescored = changes = 0
         if settings.prediction.churn_threshold > 0:
             # only repeat buyers can be (or have been) at risk: BG/NBD keeps x = 0 alive
-
-            async def keep_lease() -> None:
-                if not await store.renew_lease(token, lease_ms):
-                    raise LeaseBusy("lost the refresh lease while re-assessing churn")
-
             buyers = [cid for cid, n in zip(ids, x.tolist(), strict=True) if n > 0]
             changes = await processor.rescore(buyers, "clock", before_batch=keep_lease)
             rescored = len(buyers)

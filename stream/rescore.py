@@ -111,7 +111,7 @@ def assess_churn(
     """Update the churn flag; return its change event (if it flipped) and, while the
     customer is not at risk, when the clock alone will put it at risk."""
     model = ctx.model
-    if model is None or not ctx.churn_on or customer.segment is None:
+    if not ctx.churn_on or model is None or customer.segment is None:
         customer.churn_risk = False  # churn events off: nothing to announce
         return None, None
     due = churn_due(model, customer, ctx.settings.prediction.churn_threshold)

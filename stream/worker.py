@@ -41,21 +41,30 @@ class Runtime:
         self.app = app
         self._processor: Processor | None = None
         self._publisher: KafkaPublisher | None = None
+        self._building = asyncio.Lock()
         self.healthy = True
 
     async def processor(self) -> Processor:
         """Changes and dead letters go out through our own batching aiokafka producer:
         Faust's ``send`` costs a future and several layers per record, which the worker's
         profile showed at every change it published."""
-        if self._processor is None:
-            s = self.settings
-            publisher = KafkaPublisher(s)
-            await publisher.start()
-            self._publisher = publisher
-            store = RedisStore(connect(s.redis_url), Keys(s.key_prefix), s.store.dedupe_window_ms)
-            scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
-            self._processor = Processor(s, store, scheme, publisher)
+        async with self._building:  # the agent and the timer may both ask first
+            if self._processor is None:
+                self._processor = await self._build()
         return self._processor
+
+    async def _build(self) -> Processor:
+        s = self.settings
+        publisher = KafkaPublisher(s)
+        try:
+            await publisher.start()
+        except BaseException:
+            await publisher.stop()  # a failed start must not leak a producer per retry
+            raise
+        self._publisher = publisher
+        store = RedisStore(connect(s.redis_url), Keys(s.key_prefix), s.store.dedupe_window_ms)
+        scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
+        return Processor(s, store, scheme, publisher)
 
     async def close(self) -> None:
         if self._publisher is not None:

@@ -223,6 +223,12 @@ class RedisStore:
             k.transitions(now // 3_600_000),
         ]
         head = commits[0]
+        if any(
+            (c.thresholds_version, c.check_thresholds, c.model_version)
+            != (head.thresholds_version, head.check_thresholds, head.model_version)
+            for c in commits
+        ):
+            raise ValueError("one commit call takes customers scored against one context")
         versions = [
             str(head.thresholds_version) if head.check_thresholds else "-1",
             "-1" if head.model_version is None else str(head.model_version),

@@ -77,6 +77,16 @@ def test_bgnbd_fit_reproduces_the_published_cdnow_parameters(
         assert _close(getattr(m, name), published, 0.02), (name, getattr(m, name), published)
 
 
+def test_a_buyer_whose_first_purchase_is_now_does_not_stop_the_fit(summary: pd.DataFrame) -> None:
+    # under the event clock the newest buyer's age T is exactly 0
+    x = np.append(summary["x"].to_numpy(float), 0.0)
+    t_x = np.append(summary["t_x"].to_numpy(float), 0.0)
+    age = np.append(summary["T"].to_numpy(float), 0.0)
+    m = clv.fit_bgnbd(x, t_x, age)
+    assert _close(m.r, PUBLISHED_BGNBD["r"], 0.02)
+    assert float(clv.p_alive(m, 0, 0.0, 0.0)) == 1.0
+
+
 def test_gamma_gamma_fit_reproduces_the_published_cdnow_parameters(
     fitted: tuple[clv.BgNbd, clv.GammaGamma],
 ) -> None:

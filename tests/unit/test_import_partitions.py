@@ -189,7 +189,7 @@ def records(n: int) -> Iterator[tuple[bytes | None, bytes, int]]:
 
 def publish(producer: FakeProducer, n: int, progress: list[int] | None = None) -> int:
     # all publish_records uses of a KafkaPublisher
-    publisher: Any = SimpleNamespace(sender=lambda: BatchSender(producer, {}))
+    publisher: Any = SimpleNamespace(sender=lambda remember: BatchSender(producer, {}, remember))
     report = progress.append if progress is not None else (lambda _n: None)
     return asyncio.run(publish_records(publisher, "orders", records(n), report, chunk=100))
 
