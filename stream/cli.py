@@ -22,7 +22,23 @@ def _settings() -> Settings:
         raise click.ClickException(f"configuration error: {exc}") from None
 
 
-@click.group()
+class _Cli(click.Group):
+    """Unreachable infrastructure is an operator's problem, not a bug: one line, no traceback
+    (the messages name host and port, never credentials)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from aiokafka.errors import KafkaConnectionError
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        try:
+            return super().invoke(ctx)
+        except RedisConnectionError as exc:
+            raise click.ClickException(f"Redis (RFM_REDIS_URL): {exc}") from None
+        except KafkaConnectionError as exc:
+            raise click.ClickException(f"Kafka (RFM_KAFKA_BOOTSTRAP): {exc}") from None
+
+
+@click.group(cls=_Cli)
 def main() -> None:
     """Streaming RFM/RFIM scorer: Kafka in, Redis state, segment changes out."""
     logging.basicConfig(
