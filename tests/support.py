@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.config import Settings
 from stream.kafka import KafkaPublisher, client_options
+from stream.topics import Topics
 
 T = TypeVar("T")
 
@@ -195,3 +196,13 @@ def clock_swept(client: Any, prefix: str) -> bool:
     """The event clock has started and no customer's clock-driven re-score is still due."""
     clock = int(client.get(f"{prefix}:clock") or 0)
     return clock > 0 and client.zcount(f"{prefix}:due", "-inf", clock) == 0
+
+
+def changes_of(settings: Settings, customer_id: str) -> list[dict[str, Any]]:
+    """One customer's change events in seq order, redeliveries (same event_id) counted once."""
+    unique: dict[str, dict[str, Any]] = {}
+    for message in read_topic(settings, Topics(settings.topic_prefix).changes):
+        change = message.json()
+        if change["customer_id"] == customer_id:
+            unique[change["event_id"]] = change
+    return sorted(unique.values(), key=lambda c: c["seq"])

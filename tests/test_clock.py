@@ -14,7 +14,14 @@ import redis
 from stream.kafka import ensure_topics
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.support import WorkerProcess, clock_swept, events_applied, produce, read_topic, wait_for
+from tests.support import (
+    WorkerProcess,
+    changes_of,
+    clock_swept,
+    events_applied,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +67,7 @@ class Probe:
         )
 
     def changes(self, cid: str) -> list[dict[str, Any]]:
-        unique: dict[str, dict[str, Any]] = {}
-        for message in read_topic(self.settings, self.topics.changes):
-            change = message.json()
-            if change["customer_id"] == cid:
-                unique[change["event_id"]] = change
-        return sorted(unique.values(), key=lambda c: c["seq"])
+        return changes_of(self.settings, cid)
 
     def applied(self) -> int:
         return events_applied(self.redis, self.iso.name)

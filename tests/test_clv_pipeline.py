@@ -29,10 +29,10 @@ from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,
+    changes_of,
     clock_swept,
     events_applied,
     produce,
-    read_topic,
     rfm,
     wait_for,
 )
@@ -135,12 +135,7 @@ class Deployment:
         return Model.from_doc(int(version), raw)
 
     def changes(self, cid: str) -> list[dict[str, Any]]:
-        unique: dict[str, dict[str, Any]] = {}
-        for message in read_topic(self.settings, self.topics.changes):
-            change = message.json()
-            if change["customer_id"] == cid:
-                unique[change["event_id"]] = change
-        return sorted(unique.values(), key=lambda c: c["seq"])
+        return changes_of(self.settings, cid)
 
     def customer(self, cid: str) -> dict[bytes, bytes]:
         return self.redis.hgetall(f"{self.iso.name}:c:{cid}")
