@@ -44,7 +44,7 @@ class Throughput:
 
 
 async def _accepted(redis: Any, keys: Keys) -> int:
-    return int(await redis.hget(keys.stats, "accepted") or 0)
+    return int(await redis.hget(keys.stats(), "accepted") or 0)
 
 
 async def wait_ready(settings: Settings, child: Child, publisher: KafkaPublisher) -> int:

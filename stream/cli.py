@@ -180,13 +180,12 @@ def import_(
 def export(segment: str | None, fmt: str, output: Path | None) -> None:
     """Every customer with segment, seq, scores and metrics (JSONL or CSV)."""
     from stream.exporter import csv_header, csv_line, export_rows, jsonl_line
-    from stream.store.keys import Keys
-    from stream.store.redis_store import RedisStore, connect
+    from stream.store.redis_store import open_store
 
     settings = _settings()
 
     async def run() -> int:
-        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+        store = open_store(settings)
         n = 0
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
@@ -209,12 +208,9 @@ async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
     from stream.processor import Processor
     from stream.refresh import LeaseBusy
     from stream.segments import load_scheme
-    from stream.store.keys import Keys
-    from stream.store.redis_store import RedisStore, connect
+    from stream.store.redis_store import open_store
 
-    store = RedisStore(
-        connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
-    )
+    store = open_store(settings)
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     async with KafkaPublisher(settings) as publisher:
         processor = Processor(settings, store, scheme, publisher)

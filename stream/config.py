@@ -25,6 +25,8 @@ ENV_SETTINGS = frozenset(
     {
         "RFM_KAFKA_BOOTSTRAP",
         "RFM_REDIS_URL",
+        "RFM_REDIS_CLUSTER",  # 1 = the URL names a node of a Redis Cluster
+        "RFM_REDIS_SHARDS",  # virtual shards of the key space (fixed once data exists)
         "RFM_TOPIC_PREFIX",
         "RFM_KEY_PREFIX",
         "RFM_GROUP_ID",
@@ -83,6 +85,8 @@ class PredictionSettings:
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False
+    redis_shards: int = 1
     topic_prefix: str = "rfm."
     key_prefix: str = "rfm:"
     group_id: str = "rfm.scorer"
@@ -336,12 +340,23 @@ def settings_from(
         raise ConfigError(
             f"RFM_REDIS_URL: expected redis://, rediss:// or unix://, got {redis_url!r}"
         )
+    cluster = _choice("RFM_REDIS_CLUSTER", env.get("RFM_REDIS_CLUSTER", "0"), ("0", "1")) == "1"
+    shards = env.get("RFM_REDIS_SHARDS", "16" if cluster else "1")
+    if not shards.isdigit() or not 1 <= int(shards) <= 16384:
+        raise ConfigError(f"RFM_REDIS_SHARDS: expected an integer 1..16384, got {shards!r}")
+    if cluster and int(shards) < 2:
+        raise ConfigError(
+            "RFM_REDIS_SHARDS: a Redis Cluster needs at least 2 shards (each shard's keys share "
+            f"one hash slot), got {shards}"
+        )
     bootstrap = env.get("RFM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     if not all(_host_port(h) for h in bootstrap.split(",")):
         raise ConfigError(f"RFM_KAFKA_BOOTSTRAP: expected host:port[,host:port], got {bootstrap!r}")
     return Settings(
         kafka_bootstrap=bootstrap,
         redis_url=redis_url,
+        redis_cluster=cluster,
+        redis_shards=int(shards),
         topic_prefix=prefix,
         key_prefix=key_prefix,
         group_id=env.get("RFM_GROUP_ID", f"{prefix}scorer"),

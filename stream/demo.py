@@ -35,8 +35,7 @@ from stream.kafka import KafkaPublisher, ensure_topics
 from stream.processor import wall_ms
 from stream.scoring import DAY_MS
 from stream.segments import load_scheme
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.store.redis_store import open_store
 from stream.topics import Topics
 
 
@@ -134,7 +133,7 @@ def _table(
 async def _run(settings: Settings, customers: int, rate: float, duration: float) -> None:
     await ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    store = open_store(settings)
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     names = {r.id: f"{r.name.en} / {r.name.get('zh-TW')}" for r in scheme.rules}
     people, backfill = history(customers, wall_ms())

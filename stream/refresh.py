@@ -61,6 +61,7 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
         elif base.version == current.version:
             await store.mark_refreshed(wall_ms())
             return RefreshReport(current.version, 0, 0, time.perf_counter() - started, False)
+        await store.raise_fences()  # again: a publisher may have died before raising them
         candidates: set[str] = set()
         for dim in DIMS:
             for old in {base.for_dim(dim), current.for_dim(dim)}:

@@ -23,8 +23,7 @@ from stream.processor import Processor, Record, wall_ms
 from stream.refit import refit
 from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.store.redis_store import open_store
 from stream.topics import Topics
 
 log = logging.getLogger("rfm.worker")
@@ -62,7 +61,8 @@ class Runtime:
             await publisher.stop()  # a failed start must not leak a producer per retry
             raise
         self._publisher = publisher
-        store = RedisStore(connect(s.redis_url), Keys(s.key_prefix), s.store.dedupe_window_ms)
+        store = open_store(s)
+        await store.check_layout()
         scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
         return Processor(s, store, scheme, publisher)
 

@@ -4,13 +4,8 @@ killed mid-stream; and the refresh lease + version fence that keeps one leader's
 from __future__ import annotations
 
 import asyncio
-import itertools
-import random
 import signal
 import time
-from collections import defaultdict
-from decimal import Decimal
-from typing import Any
 
 import orjson
 import pytest
@@ -19,13 +14,20 @@ import redis
 from stream.config import settings_from
 from stream.kafka import ensure_topics
 from stream.scoring import Thresholds
-from stream.segments import load_scheme
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from tests.conftest import Isolated
-from tests.oracle import recompute
-from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
+from tests.support import (
+    WorkerProcess,
+    assert_change_chains,
+    assert_export_is_the_oracle,
+    produce,
+    random_orders,
+    read_topic,
+    rfm,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +35,6 @@ DAY = 86_400_000
 
 
 def test_three_workers_one_killed_mid_stream_end_at_the_oracle(isolated: Isolated) -> None:
-    rng = random.Random(12)
     env = {**isolated.env, "RFM_PARTITIONS": "12"}
     settings = settings_from(env, {"scoring": {"clock": "event"}})
     topics = Topics(settings.topic_prefix)
@@ -43,19 +44,7 @@ def test_three_workers_one_killed_mid_stream_end_at_the_oracle(isolated: Isolate
     workers = [
         WorkerProcess(process_env, isolated.tmp / f"worker-{n}.log").start() for n in range(3)
     ]
-    now = int(time.time() * 1000)
-    events: list[dict[str, Any]] = [
-        {
-            "event_id": f"e{n}",
-            "type": "order_completed",
-            "order_id": f"o{n}",
-            "customer_id": f"{rng.randrange(2_000):05d}",
-            "amount": f"{Decimal(rng.randrange(100, 300_000)) / 100:.2f}",
-            "currency": "TWD",
-            "occurred_at": now - rng.randrange(1, 330 * 24) * 3_600_000,
-        }
-        for n in range(40_000)
-    ]
+    events = random_orders(12, 40_000, customers=2_000)
     client = redis.Redis.from_url(isolated.infra.redis_url)
 
     def accepted() -> int:
@@ -91,34 +80,8 @@ def test_three_workers_one_killed_mid_stream_end_at_the_oracle(isolated: Isolate
         for worker in workers:
             worker.stop()
 
-    expected = recompute(events, load_scheme("rfm-classic", 5))
-    rows = {
-        r["customer_id"]: r for r in map(orjson.loads, rfm(isolated, config, "export").splitlines())
-    }
-    assert set(rows) == set(expected)
-    for cid, want in expected.items():
-        got = rows[cid]
-        assert got["segment"] == want.segment, (cid, got, want)
-        assert (got["scores"]["r"], got["scores"]["f"], got["scores"]["m"]) == (
-            want.scores["r"],
-            want.scores["f"],
-            want.scores["m"],
-        ), cid
-        assert got["metrics"]["orders"] == want.orders, cid
-        assert Decimal(got["metrics"]["monetary"]) == want.monetary, cid
-
-    chains: dict[str, dict[int, bytes]] = defaultdict(dict)
-    for message in read_topic(settings, topics.changes):
-        change = message.json()
-        known = chains[change["customer_id"]].setdefault(change["seq"], message.value)
-        assert known == message.value  # a re-sent change is byte-identical
-    for cid, chain in chains.items():
-        assert sorted(chain) == list(range(1, len(chain) + 1)), cid
-        docs = [orjson.loads(chain[seq]) for seq in sorted(chain)]
-        assert docs[0]["from"] is None
-        for before, after in itertools.pairwise(docs):
-            assert after["from"] == before["to"], cid
-        assert docs[-1]["to"] == rows[cid]["segment"]
+    rows = assert_export_is_the_oracle(rfm(isolated, config, "export"), events)
+    assert_change_chains(read_topic(settings, topics.changes), rows)
 
 
 def test_a_stale_refresh_leader_cannot_overwrite_a_newer_result(isolated: Isolated) -> None:

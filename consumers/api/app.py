@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,8 +39,7 @@ from stream.config import Settings
 from stream.prediction import prediction_doc
 from stream.processor import wall_ms
 from stream.segments import load_scheme
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore
+from stream.store.redis_store import open_store
 
 log = logging.getLogger("rfm.api")
 STATIC = Path(__file__).parent / "static"
@@ -67,14 +65,7 @@ def is_public(path: str) -> bool:
 
 def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0.0.1") -> Starlette:
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=False,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=30,
-    )
-    store = RedisStore(client, Keys(settings.key_prefix), settings.store.dedupe_window_ms)
+    store = open_store(settings, socket_connect_timeout=2, socket_timeout=10)
     decimals = settings.store.currency_decimals
 
     async def healthz(_: Request) -> Response:
@@ -166,17 +157,17 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
 
     async def deliveries(_: Request) -> Response:
         """Latest campaign webhook outcomes recorded by `rfm campaigns` (newest first)."""
-        raw = await client.lrange(f"{settings.key_prefix}cmp:recent", 0, 49)
+        raw = await store.redis.lrange(f"{settings.key_prefix}cmp:recent", 0, 49)
         return Json({"deliveries": [orjson.loads(item) for item in raw]})
 
     async def campaign_variants(_: Request) -> Response:
         """Per campaign rule and A/B arm: deliveries and the segment moves that followed."""
         prefix = f"{settings.key_prefix}cmp:stats:"
         rules: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
-        async for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
+        async for key in store.redis.scan_iter(match=_glob_escape(prefix) + "*", count=500):
             rule_id = key.decode()[len(prefix) :]
-            stats = await client.hgetall(key)
-            moves = await client.hgetall(f"{settings.key_prefix}cmp:moves:{rule_id}")
+            stats = await store.redis.hgetall(key)
+            moves = await store.redis.hgetall(f"{settings.key_prefix}cmp:moves:{rule_id}")
             rules[rule_id] = (_counters(stats), _counters(moves))
         return Json(variants_doc(rules, scheme.ids))
 
@@ -190,7 +181,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
-        await client.aclose()
+        await store.aclose()
 
     routes = [
         Route("/healthz", healthz),

@@ -28,16 +28,12 @@ class CustomerRecord:
 
 @dataclass(frozen=True)
 class Overview:
-    """What ``/metrics`` exposes, read in one round trip."""
+    """What ``/metrics`` exposes."""
 
     counts: dict[str, int]
     stats: dict[str, int]
     thresholds_version: int
     outbox: int
-
-
-def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {k.decode("utf-8"): int(v) for k, v in raw.items()}
 
 
 async def ping(store: RedisStore) -> bool:
@@ -46,29 +42,24 @@ async def ping(store: RedisStore) -> bool:
 
 async def counts(store: RedisStore) -> dict[str, int]:
     """Live customers per segment; segments that emptied keep a 0 field and are dropped."""
-    return {k: v for k, v in _int_hash(await store.redis.hgetall(store.keys.counts)).items() if v}
+    return await store.counts()
 
 
 async def segment_report(store: RedisStore) -> tuple[dict[str, int], dict[str, int]]:
-    """(counts, report hash) from one pipeline, so customers and money agree."""
-    pipe = store.redis.pipeline(transaction=True)
-    pipe.hgetall(store.keys.counts)
-    pipe.hgetall(store.keys.segment_report)
-    raw_counts, raw_report = await pipe.execute()
-    return _int_hash(raw_counts), _int_hash(raw_report)
+    """(counts, report hash), each shard read in one transaction so customers and money agree."""
+    raw_counts, raw_report = await store.sums(store.keys.counts, store.keys.segment_report)
+    return raw_counts, raw_report
 
 
 async def grid(store: RedisStore) -> dict[str, int]:
     """``"<r>:<f>"`` -> customers."""
-    return _int_hash(await store.redis.hgetall(store.keys.grid))
+    (cells,) = await store.sums(store.keys.grid)
+    return cells
 
 
 async def transitions(store: RedisStore, hours: Sequence[int]) -> list[dict[str, int]]:
     """The hourly ``"<from>><to>"`` -> moves hashes of the given epoch hours (absent = empty)."""
-    pipe = store.redis.pipeline(transaction=False)
-    for hour in hours:
-        pipe.hgetall(store.keys.transitions(hour))
-    return [_int_hash(raw) for raw in await pipe.execute()]
+    return await store.transitions(hours)
 
 
 async def customer(store: RedisStore, customer_id: str) -> CustomerRecord | None:
@@ -94,13 +85,10 @@ async def scoring_now(store: RedisStore, settings: Settings) -> int:
 
 
 async def overview(store: RedisStore) -> Overview:
-    pipe = store.redis.pipeline(transaction=False)
-    pipe.hgetall(store.keys.counts)
-    pipe.hgetall(store.keys.stats)
-    pipe.hget(store.keys.thresholds, "v")
-    pipe.xlen(store.keys.outbox)
-    raw_counts, raw_stats, version, outbox = await pipe.execute()
-    return Overview(_int_hash(raw_counts), _int_hash(raw_stats), int(version or 0), int(outbox))
+    raw_counts, raw_stats = await store.sums(store.keys.counts, store.keys.stats)
+    return Overview(
+        raw_counts, raw_stats, await store.thresholds_version(), await store.outbox_length()
+    )
 
 
 async def customer_batches(store: RedisStore, batch: int = 500) -> AsyncIterator[list[Customer]]:
@@ -110,8 +98,8 @@ async def customer_batches(store: RedisStore, batch: int = 500) -> AsyncIterator
     whole iteration at least once; one that is erased meanwhile is skipped.
     """
     ids: list[str] = []
-    async for key in store.redis.scan_iter(match=store.keys.customer_pattern, count=1000):
-        ids.append(store.keys.customer_id_of(key))
+    async for cid in store.scan_customer_ids():
+        ids.append(cid)
         if len(ids) >= batch:
             yield await _load(store, ids)
             ids = []

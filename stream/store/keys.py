@@ -3,10 +3,18 @@
 Customer ids are untrusted: they are used as raw bytes (Redis keys are binary-safe) and,
 where two variable parts meet, the first is length-prefixed so ``"a:b" + "c"`` and
 ``"a" + "b:c"`` can never collide.
+
+Sharding (``shards > 1``, required on Redis Cluster): each customer belongs to one virtual
+shard, ``crc32(id) mod shards``. Every key a commit touches carries that shard's hash tag
+(``{7}``), so each script call stays in one cluster slot; the aggregates (counts, indexes,
+outbox, ...) exist once per shard and readers merge them. Keys owned by no customer (the
+published thresholds, the lease, ...) share the tag ``{g}``. With one shard there are no tags
+and the layout is exactly the unsharded one, so existing deployments keep their data.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 DIMS = ("r", "f", "m", "i")
@@ -15,93 +23,134 @@ DIMS = ("r", "f", "m", "i")
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "rfm:"
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shards <= 16384:
+            raise ValueError(f"shards must be 1..16384, got {self.shards}")
+
+    @property
+    def sharded(self) -> bool:
+        return self.shards > 1
+
+    @property
+    def all_shards(self) -> range:
+        return range(self.shards)
+
+    def shard_of(self, customer_id: str) -> int:
+        if self.shards == 1:
+            return 0
+        return zlib.crc32(customer_id.encode("utf-8", "surrogatepass")) % self.shards
+
+    def _tag(self, shard: int) -> str:
+        return f"{{{shard}}}" if self.sharded else ""
+
+    def _global(self, name: str) -> str:
+        return f"{self.prefix}{name}{{g}}" if self.sharded else f"{self.prefix}{name}"
+
+    def _of(self, name: str, customer_id: str) -> str:
+        return f"{self.prefix}{name}{self._tag(self.shard_of(customer_id))}:{customer_id}"
+
+    # ---- one customer (all in the customer's shard) ------------------------------------
 
     def customer(self, customer_id: str) -> str:
-        return f"{self.prefix}c:{customer_id}"
+        return self._of("c", customer_id)
 
     @property
     def customer_pattern(self) -> str:
         escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in self.prefix)
-        return f"{escaped}c:*"
+        # sharded: "c{" can only start a customer key ("{" never appears in a prefix)
+        return f"{escaped}c{{*" if self.sharded else f"{escaped}c:*"
 
     def customer_id_of(self, key: bytes) -> str:
-        return key.decode("utf-8")[len(self.prefix) + 2 :]
+        rest = key.decode("utf-8", "surrogatepass")[len(self.prefix) + 1 :]
+        if self.sharded:
+            return rest[rest.index("}") + 2 :]  # past "{<digits>}:"
+        return rest[1:]
 
     def applied(self, customer_id: str) -> str:
         """Zset of the customer's applied event ids, scored by when the mark expires.
 
         One key per customer (not one per event) so an erasure can delete every mark.
         """
-        return f"{self.prefix}d:{customer_id}"
+        return self._of("d", customer_id)
 
-    def index(self, dim: str) -> str:
-        return f"{self.prefix}ix:{dim}"
+    def history(self, customer_id: str) -> str:
+        """List of the customer's most recent change events, newest first."""
+        return self._of("h", customer_id)
 
-    @property
-    def indexes(self) -> list[str]:
-        return [self.index(d) for d in DIMS]
+    # ---- per shard (aggregates kept by the commit script) ------------------------------
+
+    def index(self, dim: str, shard: int = 0) -> str:
+        return f"{self.prefix}ix:{dim}{self._tag(shard)}"
+
+    def indexes(self, shard: int = 0) -> list[str]:
+        return [self.index(d, shard) for d in DIMS]
+
+    def fence(self, shard: int = 0) -> str:
+        """Hash of the thresholds (``v``) and model (``mv``) versions commits are checked
+        against. Unsharded it is the thresholds hash itself; sharded, a per-shard mirror
+        that only ever rises (see commit.lua)."""
+        return f"{self.prefix}fence{self._tag(shard)}" if self.sharded else self.thresholds
+
+    def counts(self, shard: int = 0) -> str:
+        return f"{self.prefix}counts{self._tag(shard)}"
+
+    def outbox(self, shard: int = 0) -> str:
+        return f"{self.prefix}outbox{self._tag(shard)}"
+
+    def due(self, shard: int = 0) -> str:
+        return f"{self.prefix}due{self._tag(shard)}"
+
+    def clock(self, shard: int = 0) -> str:
+        return f"{self.prefix}clock{self._tag(shard)}"
+
+    def stats(self, shard: int = 0) -> str:
+        return f"{self.prefix}stats{self._tag(shard)}"
+
+    def segment_report(self, shard: int = 0) -> str:
+        """Hash ``<segment>|orders``, ``<segment>|monetary``, ``<segment>|ch:<channel>``."""
+        return f"{self.prefix}report{self._tag(shard)}"
+
+    def grid(self, shard: int = 0) -> str:
+        """Hash ``"<r>:<f>"`` -> customers with those scores."""
+        return f"{self.prefix}grid{self._tag(shard)}"
+
+    def transitions(self, hour: int, shard: int = 0) -> str:
+        """Hash ``"<from>><to>"`` -> moves in that hour (epoch hours; "" = none / erased)."""
+        return f"{self.prefix}tx:{hour}{self._tag(shard)}"
+
+    # ---- global (one per deployment) ---------------------------------------------------
 
     @property
     def thresholds(self) -> str:
-        return f"{self.prefix}thresholds"
-
-    @property
-    def counts(self) -> str:
-        return f"{self.prefix}counts"
-
-    @property
-    def outbox(self) -> str:
-        return f"{self.prefix}outbox"
-
-    @property
-    def due(self) -> str:
-        return f"{self.prefix}due"
-
-    @property
-    def clock(self) -> str:
-        return f"{self.prefix}clock"
+        return self._global("thresholds")
 
     @property
     def lease(self) -> str:
-        return f"{self.prefix}lease:refresh"
+        return self._global("lease:refresh")
 
     @property
     def refreshed_at(self) -> str:
-        return f"{self.prefix}refreshed_at"
+        return self._global("refreshed_at")
 
     @property
     def model_history(self) -> str:
         """List of the last published CLV models, newest first."""
-        return f"{self.prefix}models"
+        return self._global("models")
 
     @property
     def fitted_at(self) -> str:
         """Wall clock (ms) of the last CLV fit attempt, or of the first worker's start."""
-        return f"{self.prefix}fitted_at"
-
-    @property
-    def segment_report(self) -> str:
-        """Hash ``<segment>|orders``, ``<segment>|monetary``, ``<segment>|ch:<channel>``."""
-        return f"{self.prefix}report"
-
-    @property
-    def grid(self) -> str:
-        """Hash ``"<r>:<f>"`` -> customers with those scores."""
-        return f"{self.prefix}grid"
-
-    def transitions(self, hour: int) -> str:
-        """Hash ``"<from>><to>"`` -> moves in that hour (epoch hours; "" = none / erased)."""
-        return f"{self.prefix}tx:{hour}"
-
-    def history(self, customer_id: str) -> str:
-        """List of the customer's most recent change events, newest first."""
-        return f"{self.prefix}h:{customer_id}"
+        return self._global("fitted_at")
 
     @property
     def scoring_fingerprint(self) -> str:
         """Digest of the scheme and scoring settings every customer was last classified with."""
-        return f"{self.prefix}fingerprint"
+        return self._global("fingerprint")
 
     @property
-    def stats(self) -> str:
-        return f"{self.prefix}stats"
+    def layout(self) -> str:
+        """How many shards the data under this prefix was written with. Never tagged, so
+        processes configured with different shard counts find the same key."""
+        return f"{self.prefix}shards"

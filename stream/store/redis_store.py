@@ -7,17 +7,20 @@ the caller recomputes just those customers.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from stream.changes import SegmentChange, iso_ms
+from stream.config import Settings
 from stream.customer import Customer
 from stream.prediction import Model
 from stream.scoring import Thresholds, quantile_ranks
@@ -29,8 +32,26 @@ def _script(name: str) -> str:
     return resources.files("stream.store").joinpath("lua", name).read_text(encoding="utf-8")
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+def connect(url: str, *, cluster: bool = False, **options: Any) -> Any:
+    """A client for one server, or for a Redis Cluster (any node's URL; slots are discovered)."""
+    if cluster:
+        return RedisCluster.from_url(url, decode_responses=False, **options)
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, **{"health_check_interval": 30, **options}
+    )
+
+
+def open_store(settings: Settings, **options: Any) -> RedisStore:
+    """The store a process of this deployment uses: its URL, prefix, shards and dedupe window."""
+    return RedisStore(
+        connect(settings.redis_url, cluster=settings.redis_cluster, **options),
+        Keys(settings.key_prefix, settings.redis_shards),
+        settings.store.dedupe_window_ms,
+    )
+
+
+class LayoutMismatch(RuntimeError):
+    """The data under this prefix was written with another number of shards."""
 
 
 @dataclass
@@ -160,7 +181,34 @@ def thresholds_doc(t: Thresholds) -> bytes:
 
 
 @dataclass
+class _RankSearch:
+    """Bisection for the value at ``rank`` (0-based) of one dimension across shards."""
+
+    dim: str
+    rank: int
+    lo: int  # fewer than rank + 1 values are <= lo
+    hi: int  # at least rank + 1 values are <= hi
+
+    @property
+    def mid(self) -> int:
+        return (self.lo + self.hi) // 2
+
+
+def _int_hash(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {k.decode("utf-8"): int(v) for k, v in raw.items()}
+
+
+def _add_into(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
+@dataclass
 class RedisStore:
+    """Every read and write of the scorer's state. Sharded layouts (``Keys.shards > 1``) run
+    each script once per shard touched and merge per-shard aggregates on read, so callers
+    see one store whatever the layout."""
+
     # Typed Any: redis-py types replies as bytes | str for either decode mode; ours is bytes only.
     redis: Any
     keys: Keys = field(default_factory=Keys)
@@ -173,55 +221,86 @@ class RedisStore:
         self._publish_model = self.redis.register_script(_script("publish_model.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
         self._renew = self.redis.register_script(_script("renew_lease.lua"))
+        self._raise_fence = self.redis.register_script(_script("raise_fence.lua"))
+        self._set_under_lease = self.redis.register_script(_script("set_under_lease.lua"))
+        self._cluster = isinstance(self.redis, RedisCluster)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    async def _run_scripts(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list:
+        """Run ``script`` once per ``(keys, args)``. One pipelined round trip on a single
+        server; concurrent calls on a cluster, whose pipelines cannot reload a script a
+        restarted node has forgotten (each call routes to its own slot's node)."""
+        if not calls:
+            return []
+        if self._cluster:
+            return list(
+                await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        return list(await pipe.execute())
+
+    def _by_shard(self, ids: Iterable[str]) -> dict[int, list[str]]:
+        groups: dict[int, list[str]] = {}
+        for cid in ids:
+            groups.setdefault(self.keys.shard_of(cid), []).append(cid)
+        return groups
+
+    async def check_layout(self) -> None:
+        """Record the shard count the first time; refuse to run with another one later
+        (every customer would be looked for in the wrong shard)."""
+        await self.redis.set(self.keys.layout, self.keys.shards, nx=True)
+        stored = int(await self.redis.get(self.keys.layout) or self.keys.shards)
+        if stored != self.keys.shards:
+            raise LayoutMismatch(
+                f"RFM_REDIS_SHARDS: the data under prefix {self.keys.prefix!r} was written "
+                f"with {stored} shard(s), this process is configured with {self.keys.shards}"
+            )
 
     # ---- customers -------------------------------------------------------------------
 
     async def load(self, wanted: dict[str, Sequence[str]]) -> dict[str, Loaded]:
         """Customers by id, each with the subset of the given event ids already applied."""
-        order = list(wanted)
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(order), COMMIT_CHUNK):
-            chunk = order[start : start + COMMIT_CHUNK]
-            keys: list[str] = []
-            for cid in chunk:
-                keys += (self.keys.customer(cid), self.keys.applied(cid))
-            asked = orjson.dumps([list(wanted[cid]) for cid in chunk])
-            await self._load(keys=keys, args=[asked], client=pipe)
-        replies = [one for reply in await pipe.execute() for one in reply]
+        chunks: list[list[str]] = []
+        calls: list[tuple[list[str], list[Any]]] = []
+        for ids in self._by_shard(wanted).values():
+            for start in range(0, len(ids), COMMIT_CHUNK):
+                chunk = ids[start : start + COMMIT_CHUNK]
+                keys: list[str] = []
+                for cid in chunk:
+                    keys += (self.keys.customer(cid), self.keys.applied(cid))
+                chunks.append(chunk)
+                calls.append((keys, [orjson.dumps([list(wanted[cid]) for cid in chunk])]))
+        replies = await self._run_scripts(self._load, calls)
         now = time.time_ns() // 1_000_000
         out: dict[str, Loaded] = {}
-        for cid, (flat, marks) in zip(order, replies, strict=True):
-            stored = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-            customer = decode_customer(cid, stored)
-            for event_id, expires in zip(wanted[cid], marks, strict=False):
-                if expires is not None and int(expires) > now:
-                    customer.seen_events.add(event_id)
-            # as stored, so the commit writes exactly what differs (derived fields included)
-            before = {k.decode("utf-8"): v.decode("utf-8") for k, v in stored.items() if k != b"v"}
-            out[cid] = Loaded(customer, before)
-        return out
+        for chunk, reply in zip(chunks, replies, strict=True):
+            for cid, (flat, marks) in zip(chunk, reply, strict=True):
+                stored = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+                customer = decode_customer(cid, stored)
+                for event_id, expires in zip(wanted[cid], marks, strict=False):
+                    if expires is not None and int(expires) > now:
+                        customer.seen_events.add(event_id)
+                # as stored, so the commit writes exactly what differs (derived fields too)
+                before = {
+                    k.decode("utf-8"): v.decode("utf-8") for k, v in stored.items() if k != b"v"
+                }
+                out[cid] = Loaded(customer, before)
+        return {cid: out[cid] for cid in wanted}
 
     async def commit(self, commits: Sequence[Commit]) -> list[CommitResult]:
         """Commit customers scored against one context, in script calls of ``COMMIT_CHUNK``
-        customers sent in one round trip. A customer whose stored version moved comes back
+        customers of one shard. A customer whose stored version moved comes back
         ``ok=False, reason="version"``; if the thresholds or the model moved, every customer
-        of the affected chunks comes back ``reason="thresholds"``."""
+        of the affected calls comes back ``reason="thresholds"``."""
         if not commits:
             return []
         k = self.keys
         now = time.time_ns() // 1_000_000
-        fixed = [
-            k.thresholds,
-            k.counts,
-            k.outbox,
-            *k.indexes,
-            k.due,
-            k.clock,
-            k.stats,
-            k.segment_report,
-            k.grid,
-            k.transitions(now // 3_600_000),
-        ]
+        hour = now // 3_600_000
         head = commits[0]
         if any(
             (c.thresholds_version, c.check_thresholds, c.model_version)
@@ -235,26 +314,47 @@ class RedisStore:
             str(now),
             str(now + self.dedupe_ttl_ms),
         ]
-        pipe = self.redis.pipeline(transaction=False)
-        chunks = [commits[i : i + COMMIT_CHUNK] for i in range(0, len(commits), COMMIT_CHUNK)]
-        for chunk in chunks:
-            keys = list(fixed)
-            docs = []
-            for c in chunk:
-                cid = c.customer.customer_id
-                keys += (k.customer(cid), k.applied(cid), k.history(cid))
-                docs.append(commit_doc(c))
-            await self._commit(keys=keys, args=[*versions, orjson.dumps(docs)], client=pipe)
-        results: list[CommitResult] = []
-        for chunk, reply in zip(chunks, await pipe.execute(), strict=True):
+        rising = "1" if k.sharded else "0"
+        groups: dict[int, list[int]] = {}
+        for i, c in enumerate(commits):
+            groups.setdefault(k.shard_of(c.customer.customer_id), []).append(i)
+        chunks: list[tuple[int, list[int]]] = []
+        calls: list[tuple[list[str], list[Any]]] = []
+        for shard, members in groups.items():
+            fixed = [
+                k.fence(shard),
+                k.counts(shard),
+                k.outbox(shard),
+                *k.indexes(shard),
+                k.due(shard),
+                k.clock(shard),
+                k.stats(shard),
+                k.segment_report(shard),
+                k.grid(shard),
+                k.transitions(hour, shard),
+            ]
+            for start in range(0, len(members), COMMIT_CHUNK):
+                chunk = members[start : start + COMMIT_CHUNK]
+                keys = list(fixed)
+                docs = []
+                for i in chunk:
+                    cid = commits[i].customer.customer_id
+                    keys += (k.customer(cid), k.applied(cid), k.history(cid))
+                    docs.append(commit_doc(commits[i]))
+                chunks.append((shard, chunk))
+                calls.append((keys, [*versions, orjson.dumps(docs), rising]))
+        results: list[CommitResult] = [CommitResult(False, reason="thresholds")] * len(commits)
+        for (shard, chunk), reply in zip(
+            chunks, await self._run_scripts(self._commit, calls), strict=True
+        ):
             if int(reply[0]) != 1:
-                results.extend(CommitResult(False, reason="thresholds") for _ in chunk)
                 continue
-            for one in reply[1]:
+            for i, one in zip(chunk, reply[1], strict=True):
                 if int(one[0]) == 1:
-                    results.append(CommitResult(True, outbox_ids=list(one[1:])))
+                    ids = [self._outbox_id(shard, eid) for eid in one[1:]]
+                    results[i] = CommitResult(True, outbox_ids=ids)
                 else:
-                    results.append(CommitResult(False, reason="version"))
+                    results[i] = CommitResult(False, reason="version")
         return results
 
     async def customer(self, customer_id: str) -> Customer | None:
@@ -262,6 +362,7 @@ class RedisStore:
         return decode_customer(customer_id, fields) if fields else None
 
     async def scan_customer_ids(self, count: int = 1000) -> Any:
+        """Every customer id (on a cluster, every primary is scanned)."""
         async for key in self.redis.scan_iter(match=self.keys.customer_pattern, count=count):
             yield self.keys.customer_id_of(key)
 
@@ -296,11 +397,27 @@ class RedisStore:
 
     async def publish_model(self, token: str, read_version: int, model: Model) -> int:
         """Returns the new version, or -1 (lease lost) / -2 (a newer model exists)."""
-        return int(
+        version = int(
             await self._publish_model(
                 keys=[self.keys.thresholds, self.keys.lease, self.keys.model_history],
                 args=[token, read_version, model.doc()],
             )
+        )
+        if version > 0:
+            await self.raise_fences()
+        return version
+
+    async def raise_fences(self) -> None:
+        """Sharded: bring every shard's fence up to the published versions, so no commit
+        scored against an older version lands after this returns. Callers re-score after
+        it; a publisher that died before it is made good by the next refresh or fit (and
+        any commit made with the newer version raises its own shard's fence)."""
+        if not self.keys.sharded:
+            return
+        v, mv = await self.redis.hmget(self.keys.thresholds, ["v", "mv"])
+        args = [int(v or 0), int(mv or 0)]
+        await self._run_scripts(
+            self._raise_fence, [([self.keys.fence(s)], args) for s in self.keys.all_shards]
         )
 
     async def lifetimes(self, page: int = 1000) -> Any:
@@ -341,14 +458,11 @@ class RedisStore:
 
     async def set_fingerprint(self, token: str, digest: str) -> bool:
         """Record the configuration every customer is now classified with (lease holder only)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.keys.lease)
-            if await pipe.get(self.keys.lease) != token.encode():
-                return False
-            pipe.multi()
-            pipe.set(self.keys.scoring_fingerprint, digest)
-            await pipe.execute()
-            return True
+        return bool(
+            await self._set_under_lease(
+                keys=[self.keys.lease, self.keys.scoring_fingerprint], args=[token, digest]
+            )
+        )
 
     async def refreshed_at(self) -> int:
         return int(await self.redis.get(self.keys.refreshed_at) or 0)
@@ -371,21 +485,68 @@ class RedisStore:
     async def quantile_edges(
         self, buckets: int
     ) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
-        """Current population edges: B-1 rank look-ups per dimension, O(B log N)."""
+        """Current population edges, exact. Unsharded: B-1 rank look-ups per dimension,
+        O(B log N). Sharded: the value of each rank is found by bisection on the value,
+        counting ``<= x`` in every shard's index (index values are integers)."""
+        shards = self.keys.all_shards
         pipe = self.redis.pipeline(transaction=False)
         for d in DIMS:
-            pipe.zcard(self.keys.index(d))
-        sizes = [int(n) for n in await pipe.execute()]
+            for s in shards:
+                pipe.zcard(self.keys.index(d, s))
+        sizes_raw = iter(await pipe.execute())
+        sizes = {d: sum(int(next(sizes_raw)) for _ in shards) for d in DIMS}
+        if not self.keys.sharded:
+            pipe = self.redis.pipeline(transaction=False)
+            for d in DIMS:
+                for rank in quantile_ranks(sizes[d], buckets) if sizes[d] else []:
+                    pipe.zrange(self.keys.index(d), rank, rank, withscores=True)
+            replies = iter(await pipe.execute())
+            edges = {
+                d: tuple(int(next(replies)[0][1]) for _ in range(buckets - 1))
+                for d in DIMS
+                if sizes[d]
+            }
+            return edges, sizes
+        return await self._sharded_edges(buckets, sizes), sizes
+
+    async def _sharded_edges(
+        self, buckets: int, sizes: dict[str, int]
+    ) -> dict[str, tuple[int, ...]]:
+        shards = self.keys.all_shards
+        present = [d for d in DIMS if sizes[d]]
         pipe = self.redis.pipeline(transaction=False)
-        for d, n in zip(DIMS, sizes, strict=True):
-            for rank in quantile_ranks(n, buckets) if n else []:
-                pipe.zrange(self.keys.index(d), rank, rank, withscores=True)
-        replies = iter(await pipe.execute())
-        edges: dict[str, tuple[int, ...]] = {}
-        for d, n in zip(DIMS, sizes, strict=True):
-            if n:
-                edges[d] = tuple(int(next(replies)[0][1]) for _ in range(buckets - 1))
-        return edges, dict(zip(DIMS, sizes, strict=True))
+        for d in present:
+            for s in shards:
+                pipe.zrange(self.keys.index(d, s), 0, 0, withscores=True)
+                pipe.zrange(self.keys.index(d, s), -1, -1, withscores=True)
+        ends = iter(await pipe.execute())
+        bounds: dict[str, tuple[int, int]] = {}
+        for d in present:
+            lows, highs = [], []
+            for _ in shards:
+                lo, hi = next(ends), next(ends)
+                if lo:
+                    lows.append(int(lo[0][1]))
+                    highs.append(int(hi[0][1]))
+            bounds[d] = (min(lows), max(highs))
+        # one search per wanted rank: count(<= lo) < rank + 1 <= count(<= hi)
+        searches = [
+            _RankSearch(d, rank, bounds[d][0] - 1, bounds[d][1])
+            for d in present
+            for rank in quantile_ranks(sizes[d], buckets)
+        ]
+        while open_ := [q for q in searches if q.hi - q.lo > 1]:
+            pipe = self.redis.pipeline(transaction=False)
+            for q in open_:
+                for s in shards:
+                    pipe.zcount(self.keys.index(q.dim, s), "-inf", q.mid)
+            counts = iter(await pipe.execute())
+            for q in open_:
+                if sum(int(next(counts)) for _ in shards) > q.rank:
+                    q.hi = q.mid
+                else:
+                    q.lo = q.mid
+        return {d: tuple(q.hi for q in searches if q.dim == d) for d in present}
 
     async def members_in(
         self, dim: str, ranges: Iterable[tuple[float, float]], page: int = 5000
@@ -393,25 +554,32 @@ class RedisStore:
         """Customers whose index value lies in any ``(lo, hi]``: cost follows the answer."""
         found: set[str] = set()
         for lo, hi in ranges:
-            offset = 0
             hi_s = "+inf" if hi == float("inf") else str(int(hi))
             lo_s = "-inf" if lo == float("-inf") else f"({int(lo)}"
-            while True:
-                batch = await self.redis.zrangebyscore(
-                    self.keys.index(dim), lo_s, hi_s, start=offset, num=page
-                )
-                found.update(b.decode("utf-8") for b in batch)
-                if len(batch) < page:
-                    break
-                offset += page
+            for s in self.keys.all_shards:
+                offset = 0
+                while True:
+                    batch = await self.redis.zrangebyscore(
+                        self.keys.index(dim, s), lo_s, hi_s, start=offset, num=page
+                    )
+                    found.update(b.decode("utf-8") for b in batch)
+                    if len(batch) < page:
+                        break
+                    offset += page
         return found
 
     async def due_before(self, now: int, limit: int = 10_000) -> list[str]:
-        raw = await self.redis.zrangebyscore(self.keys.due, "-inf", now, start=0, num=limit)
-        return [b.decode("utf-8") for b in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.keys.all_shards:
+            pipe.zrangebyscore(self.keys.due(s), "-inf", now, start=0, num=limit, withscores=True)
+        due = sorted((score, member) for reply in await pipe.execute() for member, score in reply)
+        return [member.decode("utf-8") for _, member in due[:limit]]
 
     async def event_clock(self) -> int:
-        return int(await self.redis.get(self.keys.clock) or 0)
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.keys.all_shards:
+            pipe.get(self.keys.clock(s))
+        return max(int(raw or 0) for raw in await pipe.execute())
 
     # ---- refresh lease and versioned publication -------------------------------------
 
@@ -428,12 +596,15 @@ class RedisStore:
 
     async def publish_thresholds(self, token: str, read_version: int, t: Thresholds) -> int:
         """Returns the new version, or -1 (lease lost) / -2 (a newer version exists)."""
-        return int(
+        version = int(
             await self._publish(
                 keys=[self.keys.thresholds, self.keys.lease],
                 args=[token, read_version, "doc", thresholds_doc(t)],
             )
         )
+        if version > 0:
+            await self.raise_fences()
+        return version
 
     async def settle_thresholds(self, token: str, t: Thresholds) -> int:
         doc = orjson.loads(thresholds_doc(t))
@@ -445,33 +616,83 @@ class RedisStore:
             )
         )
 
-    # ---- counts, stats, outbox --------------------------------------------------------
+    # ---- aggregates: per shard on disk, summed here ----------------------------------
+
+    async def sums(self, *hashes: Callable[[int], str]) -> list[dict[str, int]]:
+        """Each named hash summed over the shards. Within a shard the hashes are read in
+        one transaction, so they agree with each other (counts with money, say)."""
+        totals: list[dict[str, int]] = [{} for _ in hashes]
+        for s in self.keys.all_shards:
+            pipe = self.redis.pipeline(transaction=True)
+            for name in hashes:
+                pipe.hgetall(name(s))
+            for total, raw in zip(totals, await pipe.execute(), strict=True):
+                _add_into(total, _int_hash(raw))
+        return totals
 
     async def counts(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.keys.counts)
-        return {k.decode(): int(v) for k, v in raw.items() if int(v)}
+        """Live customers per segment; segments that emptied keep a 0 field and are dropped."""
+        (raw,) = await self.sums(self.keys.counts)
+        return {k: v for k, v in raw.items() if v}
+
+    async def transitions(self, hours: Sequence[int]) -> list[dict[str, int]]:
+        """The hourly ``"<from>><to>"`` -> moves of the given epoch hours (absent = empty)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for hour in hours:
+            for s in self.keys.all_shards:
+                pipe.hgetall(self.keys.transitions(hour, s))
+        replies = iter(await pipe.execute())
+        out = []
+        for _ in hours:
+            total: dict[str, int] = {}
+            for _ in self.keys.all_shards:
+                _add_into(total, _int_hash(next(replies)))
+            out.append(total)
+        return out
 
     async def add_stats(self, **deltas: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for name, n in deltas.items():
             if n:
-                pipe.hincrby(self.keys.stats, name, n)
+                pipe.hincrby(self.keys.stats(0), name, n)
         await pipe.execute()
 
     async def stats(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.keys.stats)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        (raw,) = await self.sums(self.keys.stats)
+        return raw
+
+    def _outbox_id(self, shard: int, entry_id: bytes) -> bytes:
+        return f"{shard}/".encode() + entry_id if self.keys.sharded else entry_id
+
+    def _outbox_split(self, oid: bytes) -> tuple[int, bytes]:
+        if not self.keys.sharded:
+            return 0, oid
+        shard, _, entry_id = oid.partition(b"/")
+        return int(shard), entry_id
 
     async def outbox_older_than(
         self, max_id_ms: int, count: int = 1000
     ) -> list[tuple[bytes, str, bytes]]:
         """Outbox entries created before ``max_id_ms``: (entry id, customer id, change JSON)."""
-        raw = await self.redis.xrange(self.keys.outbox, "-", f"{max_id_ms}", count=count)
-        return [(eid, f[b"c"].decode("utf-8"), f[b"e"]) for eid, f in raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.keys.all_shards:
+            pipe.xrange(self.keys.outbox(s), "-", f"{max_id_ms}", count=count)
+        out = []
+        for s, raw in zip(self.keys.all_shards, await pipe.execute(), strict=True):
+            for eid, f in raw:
+                out.append((self._outbox_id(s, eid), f[b"c"].decode("utf-8"), f[b"e"]))
+        return out[:count] if not self.keys.sharded else out
 
     async def outbox_delete(self, ids: Sequence[bytes]) -> None:
-        if ids:
-            await self.redis.xdel(self.keys.outbox, *ids)
+        groups: dict[int, list[bytes]] = {}
+        for oid in ids:
+            shard, entry_id = self._outbox_split(oid)
+            groups.setdefault(shard, []).append(entry_id)
+        for shard, entry_ids in groups.items():
+            await self.redis.xdel(self.keys.outbox(shard), *entry_ids)
 
     async def outbox_length(self) -> int:
-        return int(await self.redis.xlen(self.keys.outbox))
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.keys.all_shards:
+            pipe.xlen(self.keys.outbox(s))
+        return sum(int(n) for n in await pipe.execute())

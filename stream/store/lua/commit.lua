@@ -1,7 +1,8 @@
 --[[
 commit.lua -- apply a batch of customers' new states in one atomic step.
 
-KEYS[1]  thresholds hash (v = thresholds version, mv = CLV model version)
+KEYS[1]  fence hash (v = thresholds version, mv = CLV model version): the thresholds hash
+         itself when unsharded, else this shard's mirror of it (see raise_fence.lua)
 KEYS[2]  live segment counts hash      KEYS[3]  outbox stream
 KEYS[4..7] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
 KEYS[8]  due zset (when the clock alone next changes the customer)
@@ -28,10 +29,13 @@ ARGV[5]  JSON array, one document per customer, in KEYS order:
           "seg": [from, to] when the segment moved ("" = none),
           "agg": {field: "delta"} report deltas, "grid": {cell: "delta"}, "acc": "n"}
          numbers travel as strings: cjson would print 13-digit milliseconds in exponent form.
+ARGV[6]  "1" when KEYS[1] is a shard's mirror: a batch scored against a newer version than
+         the mirror holds raises it (that version is published); "0" = exact match only
 
 Returns  {1, {result, ...}} with result {1, outbox-id, ...} (applied) or {0} (the customer
          changed since it was read: recompute it); {0, "thresholds"} when a refresh (or a
          model fit) published a newer version: nothing was applied.
+         All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
 
 Invariant kept atomically: each applied customer's state, dedupe marks, index entries and
 outbox entries move together with the live counts, counters and operator aggregates (report,
@@ -40,10 +44,19 @@ change can be lost between state and publish. A customer whose version moved is 
 whole; the aggregates sum only what was applied.
 --]]
 
-if ARGV[1] ~= '-1' and (redis.call('HGET', KEYS[1], 'v') or '0') ~= ARGV[1] then
-  return {0, 'thresholds'}
+-- true when the batch may commit against the fence's field
+local function fenced(field, wanted)
+  if wanted == '-1' then return true end
+  local have = tonumber(redis.call('HGET', KEYS[1], field) or '0')
+  local want = tonumber(wanted)
+  if have == want then return true end
+  if have < want and ARGV[6] == '1' then
+    redis.call('HSET', KEYS[1], field, wanted)
+    return true
+  end
+  return false
 end
-if ARGV[2] ~= '-1' and (redis.call('HGET', KEYS[1], 'mv') or '0') ~= ARGV[2] then
+if not fenced('v', ARGV[1]) or not fenced('mv', ARGV[2]) then
   return {0, 'thresholds'}
 end
 
