@@ -315,6 +315,12 @@ def campaigns(rules_path: Path) -> None:
     from consumers.campaigns.runner import run_campaigns
 
     settings = _settings()
+    if settings.redis_cluster:
+        # its ledger writes several keys per action in one MULTI: a single-slot layout only
+        raise click.ClickException(
+            "configuration error: RFM_REDIS_CLUSTER: the campaign consumer needs a single "
+            "Redis server (give it its own RFM_REDIS_URL without RFM_REDIS_CLUSTER)"
+        )
     try:
         run_campaigns(settings, rules_path)
     except RuleError as exc:

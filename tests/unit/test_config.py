@@ -85,6 +85,12 @@ def test_environment_overrides() -> None:
     assert s.topic_prefix == "shop_a."
 
 
+def test_a_cluster_is_sharded_by_default() -> None:
+    assert (settings_from({}, {}).redis_shards, settings_from({}, {}).redis_cluster) == (1, False)
+    on = settings_from({"RFM_REDIS_CLUSTER": "1"}, {})
+    assert (on.redis_cluster, on.redis_shards) == (True, 16)
+
+
 def test_every_key_set() -> None:
     s = settings_from(
         {},
@@ -233,6 +239,10 @@ def test_bad_value_named(toml: dict[str, Any], setting: str) -> None:
         ({"RFM_TOPIC_PREFIX": "rfm/"}, "RFM_TOPIC_PREFIX"),
         ({"RFM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "RFM_KAFKA_SECURITY_PROTOCOL"),
         ({"RFM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "RFM_KAFKA_SASL_MECHANISM"),
+        ({"RFM_REDIS_CLUSTER": "yes"}, "RFM_REDIS_CLUSTER"),
+        ({"RFM_REDIS_SHARDS": "0"}, "RFM_REDIS_SHARDS"),
+        ({"RFM_REDIS_SHARDS": "16385"}, "RFM_REDIS_SHARDS"),
+        ({"RFM_REDIS_CLUSTER": "1", "RFM_REDIS_SHARDS": "1"}, "RFM_REDIS_SHARDS"),
     ],
 )
 def test_bad_environment_named(env: dict[str, str], setting: str) -> None:
