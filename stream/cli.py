@@ -30,8 +30,12 @@ class _Cli(click.Group):
         from aiokafka.errors import KafkaConnectionError
         from redis.exceptions import ConnectionError as RedisConnectionError
 
+        from stream.store.keys import LayoutMismatch
+
         try:
             return super().invoke(ctx)
+        except LayoutMismatch as exc:
+            raise click.ClickException(f"configuration error: {exc}") from None
         except RedisConnectionError as exc:
             raise click.ClickException(f"Redis (RFM_REDIS_URL): {exc}") from None
         except KafkaConnectionError as exc:
@@ -186,6 +190,7 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
 
     async def run() -> int:
         store = open_store(settings)
+        await store.check_layout(record=False)
         n = 0
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
@@ -211,6 +216,7 @@ async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
     from stream.store.redis_store import open_store
 
     store = open_store(settings)
+    await store.check_layout()
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     async with KafkaPublisher(settings) as publisher:
         processor = Processor(settings, store, scheme, publisher)

@@ -134,6 +134,7 @@ async def _run(settings: Settings, customers: int, rate: float, duration: float)
     await ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
     store = open_store(settings)
+    await store.check_layout()
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     names = {r.id: f"{r.name.en} / {r.name.get('zh-TW')}" for r in scheme.rules}
     people, backfill = history(customers, wall_ms())

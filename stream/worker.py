@@ -62,7 +62,6 @@ class Runtime:
             raise
         self._publisher = publisher
         store = open_store(s)
-        await store.check_layout()
         scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
         return Processor(s, store, scheme, publisher)
 
@@ -203,12 +202,21 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+async def _check_layout(settings: Settings) -> None:
+    store = open_store(settings)
+    try:
+        await store.check_layout()
+    finally:
+        await store.aclose()
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Block running a Faust worker until SIGTERM/SIGINT."""
     from stream.kafka import ensure_topics
 
     asyncio.run(ensure_topics(settings))
     load_scheme(settings.scoring.scheme, settings.scoring.buckets)  # fail fast on a bad scheme
+    asyncio.run(_check_layout(settings))  # a wrong RFM_REDIS_SHARDS stops start-up, named
     app = build_app(settings)
     # aiokafka logs raw records at DEBUG; event payloads must never reach a log (SPEC 9)
     for name in ("aiokafka", "kafka"):

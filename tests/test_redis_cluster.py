@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from stream.config import settings_from
@@ -267,3 +269,27 @@ def test_the_scorer_runs_unchanged_on_a_three_master_cluster(
     counts, edges = asyncio.run(live_counts())
     assert counts == dict(Counter(row["segment"] for row in rows.values()))
     assert set(edges) >= {"r", "f", "m"} and set(edges) <= set(DIMS)
+
+
+def test_turning_sharding_on_over_unsharded_data_is_refused(isolated: Isolated) -> None:
+    """Data from before the layout was recorded tells its layout by its key names; a worker or
+    CLI with another shard count stops, naming the setting, instead of starting from zero."""
+    client = redis.Redis.from_url(isolated.infra.redis_url)
+    try:
+        client.hset(f"{isolated.name}:counts", "champions", 3)  # an unsharded deployment's data
+    finally:
+        client.close()
+    sharded = {**isolated.process_env(), "RFM_REDIS_SHARDS": "8"}
+    for args in (["export"], ["worker"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", *args],
+            env=sharded,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode != 0, args
+        assert "RFM_REDIS_SHARDS" in done.stderr and "1 shard" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+    rfm(isolated, None, "export")  # the layout the data has still reads (exit 0 asserted)

@@ -20,14 +20,18 @@ from dataclasses import dataclass
 DIMS = ("r", "f", "m", "i")
 
 
+class LayoutMismatch(RuntimeError):
+    """The data under this prefix was written with another number of shards."""
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "rfm:"
     shards: int = 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.shards <= 16384:
-            raise ValueError(f"shards must be 1..16384, got {self.shards}")
+        if not 1 <= self.shards <= 1024:
+            raise ValueError(f"shards must be 1..1024, got {self.shards}")
 
     @property
     def sharded(self) -> bool:

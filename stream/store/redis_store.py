@@ -25,7 +25,7 @@ from stream.customer import Customer
 from stream.prediction import Model
 from stream.scoring import Thresholds, quantile_ranks
 from stream.store.codec import decode_customer, diff, encode_customer, report_share
-from stream.store.keys import DIMS, Keys
+from stream.store.keys import DIMS, Keys, LayoutMismatch
 
 
 def _script(name: str) -> str:
@@ -48,10 +48,6 @@ def open_store(settings: Settings, **options: Any) -> RedisStore:
         Keys(settings.key_prefix, settings.redis_shards),
         settings.store.dedupe_window_ms,
     )
-
-
-class LayoutMismatch(RuntimeError):
-    """The data under this prefix was written with another number of shards."""
 
 
 @dataclass
@@ -249,15 +245,37 @@ class RedisStore:
             groups.setdefault(self.keys.shard_of(cid), []).append(cid)
         return groups
 
-    async def check_layout(self) -> None:
-        """Record the shard count the first time; refuse to run with another one later
-        (every customer would be looked for in the wrong shard)."""
-        await self.redis.set(self.keys.layout, self.keys.shards, nx=True)
-        stored = int(await self.redis.get(self.keys.layout) or self.keys.shards)
-        if stored != self.keys.shards:
+    async def check_layout(self, *, record: bool = True) -> None:
+        """Refuse to run with another shard count than the data was written with (every
+        customer would be looked for in the wrong shard). Writers record the count the first
+        time; data from before the record existed tells its layout by its key names."""
+        k = self.keys
+        stored = await self.redis.get(k.layout)
+        if stored is None:
+            if await self.redis.exists(f"{k.prefix}thresholds{{g}}"):
+                found: int | None = -1  # sharded data, count unknown
+            elif await self.redis.exists(f"{k.prefix}thresholds") or await self.redis.exists(
+                f"{k.prefix}counts"
+            ):
+                found = 1
+            else:
+                found = None
+            if found == -1 and not k.sharded:
+                raise LayoutMismatch(
+                    f"RFM_REDIS_SHARDS: the data under prefix {k.prefix!r} is sharded, "
+                    "this process is configured with 1 shard"
+                )
+            if found is None or found == -1:
+                found = k.shards
+            if record:
+                await self.redis.set(k.layout, found, nx=True)
+                stored = await self.redis.get(k.layout)
+            else:
+                stored = found
+        if int(stored) != k.shards:
             raise LayoutMismatch(
-                f"RFM_REDIS_SHARDS: the data under prefix {self.keys.prefix!r} was written "
-                f"with {stored} shard(s), this process is configured with {self.keys.shards}"
+                f"RFM_REDIS_SHARDS: the data under prefix {k.prefix!r} was written "
+                f"with {int(stored)} shard(s), this process is configured with {k.shards}"
             )
 
     # ---- customers -------------------------------------------------------------------
@@ -525,10 +543,12 @@ class RedisStore:
             lows, highs = [], []
             for _ in shards:
                 lo, hi = next(ends), next(ends)
-                if lo:
+                if lo and hi:  # a shard may empty between the reads
                     lows.append(int(lo[0][1]))
                     highs.append(int(hi[0][1]))
-            bounds[d] = (min(lows), max(highs))
+            if lows:
+                bounds[d] = (min(lows), max(highs))
+        present = [d for d in present if d in bounds]
         # one search per wanted rank: count(<= lo) < rank + 1 <= count(<= hi)
         searches = [
             _RankSearch(d, rank, bounds[d][0] - 1, bounds[d][1])
@@ -621,12 +641,16 @@ class RedisStore:
     async def sums(self, *hashes: Callable[[int], str]) -> list[dict[str, int]]:
         """Each named hash summed over the shards. Within a shard the hashes are read in
         one transaction, so they agree with each other (counts with money, say)."""
-        totals: list[dict[str, int]] = [{} for _ in hashes]
-        for s in self.keys.all_shards:
+
+        async def shard(s: int) -> list[dict[bytes, bytes]]:
             pipe = self.redis.pipeline(transaction=True)
             for name in hashes:
                 pipe.hgetall(name(s))
-            for total, raw in zip(totals, await pipe.execute(), strict=True):
+            return list(await pipe.execute())
+
+        totals: list[dict[str, int]] = [{} for _ in hashes]
+        for replies in await asyncio.gather(*map(shard, self.keys.all_shards)):
+            for total, raw in zip(totals, replies, strict=True):
                 _add_into(total, _int_hash(raw))
         return totals
 
