@@ -7,12 +7,13 @@ knows nothing of Faust, so the benchmark's raw baseline and the CLI reuse it as 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,11 +42,14 @@ from stream.prediction import Model
 from stream.rescore import ScoringContext, assess_churn, fixed_thresholds, rescore
 from stream.scoring import Thresholds, next_recency_move
 from stream.segments import Scheme
-from stream.store.redis_store import Commit, Loaded, RedisStore
+from stream.store.redis_store import Commit, CommitResult, Loaded, RedisStore
 from stream.topics import Topics
 
 log = logging.getLogger("rfm.processor")
 MAX_ATTEMPTS = 20
+# customers per pipeline step: small enough that Redis and Python overlap, big enough that
+# a script call's fixed cost stays small
+PIPELINE_CHUNK = 250
 
 
 def wall_ms() -> int:
@@ -115,6 +119,11 @@ class _Outcome:
 
 
 CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: "erasure"}
+
+
+def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, bytes]]:
+    cid = commit.customer.customer_id
+    return [(cid, body, oid) for body, oid in zip(commit.bodies, result.outbox_ids, strict=True)]
 
 
 class Processor:
@@ -202,8 +211,8 @@ class Processor:
             due = None
         else:
             expire(c, window, ctx.now)
-            change = rescore(c, ctx, cause)
             m = metrics(c, window, ctx.now)
+            change = rescore(c, ctx, cause, m)
             c.tally = (m.orders, m.monetary)
             index = {
                 "r": m.last_order_at,
@@ -272,39 +281,27 @@ class Processor:
                 batch_clock = max(batch_clock, event.occurred_at)
         stats.rejected += len(dead)
 
-        changes: list[tuple[SegmentChange, bytes]] = []
+        changes: list[tuple[str, bytes, bytes]] = []
         reload = False
         for _attempt in range(MAX_ATTEMPTS):
             if not pending:
                 break
             ctx = await self.context(batch_clock, reload)
-            loaded = await self.store.load(
-                {
-                    cid: [e.event_id for _, e in items if not isinstance(e, ErasureEvent)]
-                    for cid, items in pending.items()
-                }
-            )
-            outcomes = {
-                cid: self._fold(loaded[cid], items, ctx, batch_clock)
-                for cid, items in pending.items()
-            }
-            to_commit = [(cid, o.commit) for cid, o in outcomes.items() if o.commit is not None]
-            results = await self.store.commit([c for _, c in to_commit])
+            attempted = await self._attempt(pending, ctx, batch_clock)
             retry: set[str] = set()
             reload = False
-            for (cid, commit), result in zip(to_commit, results, strict=True):
-                if not result.ok:
+            for cid, outcome, result in attempted:
+                if result is not None and not result.ok:
                     retry.add(cid)
                     stats.conflicts += 1
                     reload = reload or result.reason == "thresholds"
-                else:
-                    changes.extend(zip(commit.changes, result.outbox_ids, strict=True))
-            for cid, o in outcomes.items():
-                if cid not in retry:
-                    stats.accepted += o.accepted
-                    stats.duplicates += o.duplicates
-                    stats.rejected += len(o.dead)
-                    dead.extend(o.dead)
+                    continue
+                if result is not None and outcome.commit is not None:
+                    changes.extend(_published(outcome.commit, result))
+                stats.accepted += outcome.accepted
+                stats.duplicates += outcome.duplicates
+                stats.rejected += len(outcome.dead)
+                dead.extend(outcome.dead)
             pending = {cid: pending[cid] for cid in retry}
         else:
             raise RuntimeError(
@@ -315,6 +312,56 @@ class Processor:
         # accepted and changes were counted inside each commit; these two are at-least-once
         await self.store.add_stats(duplicates=stats.duplicates, rejected=stats.rejected)
         return stats
+
+    async def _attempt(
+        self,
+        pending: dict[str, list[tuple[Record, Event]]],
+        ctx: ScoringContext,
+        batch_clock: int,
+    ) -> list[tuple[str, _Outcome, CommitResult | None]]:
+        """Load, fold and commit every pending customer once, in chunks of disjoint customers
+        run as a pipeline: Redis loads the next chunk and commits the previous one while this
+        process folds the current one, so the two processes work side by side instead of
+        waiting on each other. Returns each customer's outcome and commit result (``None``
+        when nothing needed committing)."""
+        ids = list(pending)
+        chunks = [ids[i : i + PIPELINE_CHUNK] for i in range(0, len(ids), PIPELINE_CHUNK)]
+
+        def load(chunk: list[str]) -> asyncio.Task[dict[str, Loaded]]:
+            wanted = {
+                cid: [e.event_id for _, e in pending[cid] if not isinstance(e, ErasureEvent)]
+                for cid in chunk
+            }
+            return asyncio.ensure_future(self.store.load(wanted))
+
+        tasks: list[asyncio.Task[Any]] = []
+        folded: list[tuple[list[tuple[str, _Outcome]], asyncio.Task[list[CommitResult]]]] = []
+        try:
+            loading = load(chunks[0])
+            tasks.append(loading)
+            for n, chunk in enumerate(chunks):
+                loaded = await loading
+                if n + 1 < len(chunks):
+                    loading = load(chunks[n + 1])
+                    tasks.append(loading)
+                    await asyncio.sleep(0)  # the request leaves before this chunk is folded
+                outcomes = [
+                    (cid, self._fold(loaded[cid], pending[cid], ctx, batch_clock)) for cid in chunk
+                ]
+                commits = [o.commit for _, o in outcomes if o.commit is not None]
+                committing = asyncio.ensure_future(self.store.commit(commits))
+                tasks.append(committing)
+                folded.append((outcomes, committing))
+            out: list[tuple[str, _Outcome, CommitResult | None]] = []
+            for outcomes, committing in folded:
+                results = iter(await committing)
+                for cid, o in outcomes:
+                    out.append((cid, o, None if o.commit is None else next(results)))
+            return out
+        finally:  # a failed step must not leave the others running unobserved
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _fold(
         self,
@@ -376,7 +423,7 @@ class Processor:
                 await before_batch()
             pending = set(ids[start : start + batch])
             reload = True
-            changes: list[tuple[SegmentChange, bytes]] = []
+            changes: list[tuple[str, bytes, bytes]] = []
             for _attempt in range(MAX_ATTEMPTS):
                 if not pending:
                     break
@@ -395,7 +442,7 @@ class Processor:
                         retry.add(cid)
                         reload = reload or result.reason == "thresholds"
                     else:
-                        changes.extend(zip(commit.changes, result.outbox_ids, strict=True))
+                        changes.extend(_published(commit, result))
                 pending = retry
             else:
                 raise RuntimeError(f"could not re-score {len(pending)} customers")
@@ -406,15 +453,16 @@ class Processor:
     # ---- output -----------------------------------------------------------------------
 
     async def _publish(
-        self, changes: list[tuple[SegmentChange, bytes]], dead: list[DeadLetter]
+        self, changes: list[tuple[str, bytes, bytes]], dead: list[DeadLetter]
     ) -> None:
+        """``changes`` are (customer id, body, outbox id) as committed."""
         messages: list[tuple[str, bytes | None, bytes]] = [
-            (self.topics.changes, ch.customer_id.encode("utf-8"), ch.encode()) for ch, _ in changes
+            (self.topics.changes, cid.encode("utf-8"), body) for cid, body, _ in changes
         ]
         messages.extend((self.topics.dlq, d.record.key, d.encode()) for d in dead)
         if messages:
             await self.publisher.publish(messages)
-        await self.store.outbox_delete([oid for _, oid in changes if oid])
+        await self.store.outbox_delete([oid for _, _, oid in changes if oid])
 
     async def flush_outbox(self, min_age_ms: int = 5_000) -> int:
         """Publish changes a dead process committed but never published (at-least-once)."""

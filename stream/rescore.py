@@ -68,9 +68,13 @@ def metrics_dict(m: Metrics, decimals: int) -> dict[str, object]:
     }
 
 
-def rescore(customer: Customer, ctx: ScoringContext, cause: str) -> SegmentChange | None:
-    """Update the customer's scores and segment; return the change event if it moved."""
-    m = metrics(customer, ctx.window_ms, ctx.now)
+def rescore(
+    customer: Customer, ctx: ScoringContext, cause: str, m: Metrics | None = None
+) -> SegmentChange | None:
+    """Update the customer's scores and segment; return the change event if it moved.
+    ``m``: the customer's metrics at ``ctx.now`` when the caller has them already."""
+    if m is None:
+        m = metrics(customer, ctx.window_ms, ctx.now)
     scores = scores_for(m, ctx)
     customer.scores = scores
     if not customer.exists:

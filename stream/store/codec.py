@@ -17,15 +17,24 @@ def _opt_int(raw: str) -> int | None:
     return int(raw) if raw else None
 
 
+def decode_fields(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()}
+
+
 def decode_customer(customer_id: str, fields: dict[bytes, bytes]) -> Customer:
+    return customer_from_fields(customer_id, decode_fields(fields))
+
+
+def customer_from_fields(customer_id: str, fields: dict[str, str]) -> Customer:
+    """The hot half of loading: the decoded fields also serve as the commit's ``before``."""
     c = Customer(customer_id=customer_id)
-    for raw_key, raw_value in fields.items():
-        key = raw_key.decode("utf-8")
-        value = raw_value.decode("utf-8")
-        if key.startswith("o:"):
+    orders = c.orders
+    for key, value in fields.items():
+        head = key[:2]
+        if head == "o:":
             at, amount, refunded, full = value.split(",")
-            c.orders[key[2:]] = OrderRecord(int(at), int(amount), int(refunded), full == "1")
-        elif key.startswith("i:"):
+            orders[key[2:]] = OrderRecord(int(at), int(amount), int(refunded), full == "1")
+        elif head == "i:":
             c.interactions[int(key[2:])] = int(value)
         elif key == "fo":
             c.first_order_at = int(value)
@@ -45,8 +54,8 @@ def decode_customer(customer_id: str, fields: dict[bytes, bytes]) -> Customer:
         elif key == "v":
             c.version = int(value)
         elif key == "tl":
-            orders, monetary = value.split(",")
-            c.tally = (int(orders), int(monetary))
+            n, monetary = value.split(",")
+            c.tally = (int(n), int(monetary))
         elif key == "lt":
             days, spend, first = value.split(",")
             c.purchase_days, c.spend, c.first_day_spend = int(days), int(spend), int(first)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -24,7 +24,13 @@ from stream.config import Settings
 from stream.customer import Customer
 from stream.prediction import Model
 from stream.scoring import Thresholds, quantile_ranks
-from stream.store.codec import decode_customer, diff, encode_customer, report_share
+from stream.store.codec import (
+    customer_from_fields,
+    decode_customer,
+    diff,
+    encode_customer,
+    report_share,
+)
 from stream.store.keys import DIMS, Keys, LayoutMismatch
 
 
@@ -71,6 +77,10 @@ class Commit:
     accepted: int = 0  # input events this commit applies, counted atomically with it
     check_thresholds: bool = True
     model_version: int | None = None  # fence the CLV model too (the churn flag depends on it)
+    bodies: list[bytes] = field(init=False)  # the changes as published: encoded once
+
+    def __post_init__(self) -> None:
+        self.bodies = [ch.encode() for ch in self.changes]
 
 
 @dataclass
@@ -129,7 +139,7 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     if seg_after != c.segment_before:
         doc["seg"] = [c.segment_before or "", seg_after or ""]
     if c.changes:
-        doc["out"] = [ch.encode().decode("utf-8") for ch in c.changes]
+        doc["out"] = [body.decode("utf-8") for body in c.bodies]
         doc["hist"] = [history_entry(ch) for ch in c.changes]
     if c.clock is not None:
         doc["clock"] = str(c.clock)
@@ -280,7 +290,7 @@ class RedisStore:
 
     # ---- customers -------------------------------------------------------------------
 
-    async def load(self, wanted: dict[str, Sequence[str]]) -> dict[str, Loaded]:
+    async def load(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, Loaded]:
         """Customers by id, each with the subset of the given event ids already applied."""
         chunks: list[list[str]] = []
         calls: list[tuple[list[str], list[Any]]] = []
@@ -297,16 +307,15 @@ class RedisStore:
         out: dict[str, Loaded] = {}
         for chunk, reply in zip(chunks, replies, strict=True):
             for cid, (flat, marks) in zip(chunk, reply, strict=True):
-                stored = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
-                customer = decode_customer(cid, stored)
+                it = iter(flat)
+                stored = {k.decode("utf-8"): v.decode("utf-8") for k, v in zip(it, it, strict=True)}
+                customer = customer_from_fields(cid, stored)
                 for event_id, expires in zip(wanted[cid], marks, strict=False):
                     if expires is not None and int(expires) > now:
                         customer.seen_events.add(event_id)
                 # as stored, so the commit writes exactly what differs (derived fields too)
-                before = {
-                    k.decode("utf-8"): v.decode("utf-8") for k, v in stored.items() if k != b"v"
-                }
-                out[cid] = Loaded(customer, before)
+                stored.pop("v", None)
+                out[cid] = Loaded(customer, stored)
         return {cid: out[cid] for cid in wanted}
 
     async def commit(self, commits: Sequence[Commit]) -> list[CommitResult]:
