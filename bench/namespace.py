@@ -17,10 +17,8 @@ import secrets
 import tomllib
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from stream.config import Settings, settings_from
-from stream.kafka import client_options
+from stream.kafka import delete_topics
 from stream.store.redis_store import connect
 
 CONFIG = """\
@@ -90,12 +88,4 @@ class Run:
 
     async def drop_topics(self) -> int:
         """Delete every topic of the run (Faust's internal ones included); returns how many."""
-        admin = AIOKafkaAdminClient(**client_options(self.base))
-        await admin.start()
-        try:
-            ours = [t for t in await admin.list_topics() if t.startswith(f"{self.tag}.")]
-            for start in range(0, len(ours), 50):
-                await admin.delete_topics(ours[start : start + 50])
-            return len(ours)
-        finally:
-            await admin.close()
+        return await delete_topics(self.base, f"{self.tag}.")

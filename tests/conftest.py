@@ -8,6 +8,7 @@ prefix and consumer group, so tests run in any order against one broker and one 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -21,6 +22,7 @@ import pytest
 import redis
 
 from stream.config import Settings, settings_from
+from stream.kafka import delete_topics
 from tests.support import WorkerProcess
 
 
@@ -117,6 +119,18 @@ class Isolated:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def discard(self) -> None:
+        """Drop the slice's keys and topics: a shared broker that keeps every test's
+        partitions slows down for good (see ``stream.kafka.delete_topics``)."""
+        client = redis.Redis.from_url(self.infra.redis_url)
+        try:
+            keys = list(client.scan_iter(match=f"{self.name}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+        finally:
+            client.close()
+        asyncio.run(delete_topics(self.settings(), f"{self.name}.", f"{self.name}-"))
+
     def process_env(self, config: Path | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
         env.update(self.env)
@@ -131,13 +145,7 @@ class Isolated:
 def isolated(infra: Infra, tmp_path: Path) -> Iterator[Isolated]:
     iso = Isolated(infra, f"t{uuid.uuid4().hex[:10]}", tmp_path)
     yield iso
-    client = redis.Redis.from_url(infra.redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{iso.name}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-    finally:
-        client.close()
+    iso.discard()
 
 
 @pytest.fixture

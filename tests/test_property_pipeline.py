@@ -186,6 +186,13 @@ async def refresh_and_export(settings: Settings) -> tuple[list[dict[str, Any]], 
 
 def run_scenario(infra: Infra, tmp: Path, scenario: Scenario) -> None:
     iso = Isolated(infra, f"p{uuid.uuid4().hex[:10]}", tmp)
+    try:
+        _check_scenario(iso, tmp, scenario)
+    finally:
+        iso.discard()
+
+
+def _check_scenario(iso: Isolated, tmp: Path, scenario: Scenario) -> None:
     config = iso.config_file(
         f'[scoring]\nclock = "event"\nrefresh_interval = "3s"\nbuckets = {scenario.buckets}\n'
         f'window_days = {scenario.window_days}\nscheme = "{scenario.scheme}"\n'
@@ -200,7 +207,7 @@ def run_scenario(infra: Infra, tmp: Path, scenario: Scenario) -> None:
     }
     settings_ = iso.settings(toml)
     topics = Topics(settings_.topic_prefix)
-    client = redis.Redis.from_url(infra.redis_url)
+    client = redis.Redis.from_url(iso.infra.redis_url)
     asyncio.run(ensure_topics(settings_))
     worker = WorkerProcess(iso.process_env(config), tmp / f"{iso.name}.log").start()
     try:
