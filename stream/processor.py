@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -124,6 +125,11 @@ CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: 
 def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, bytes]]:
     cid = commit.customer.customer_id
     return [(cid, body, oid) for body, oid in zip(commit.bodies, result.outbox_ids, strict=True)]
+
+
+def _event_ids(pending: dict[str, list[tuple[Record, Event]]], cid: str) -> list[str]:
+    """The ids whose dedupe marks to read: an erasure has none."""
+    return [e.event_id for _, e in pending[cid] if not isinstance(e, ErasureEvent)]
 
 
 class Processor:
@@ -287,7 +293,11 @@ class Processor:
             if not pending:
                 break
             ctx = await self.context(batch_clock, reload)
-            attempted = await self._attempt(pending, ctx, batch_clock)
+            attempted = await self._pipeline(
+                list(pending),
+                partial(_event_ids, pending),
+                partial(self._fold_one, pending, ctx, batch_clock),
+            )
             retry: set[str] = set()
             reload = False
             for cid, outcome, result in attempted:
@@ -313,26 +323,23 @@ class Processor:
         await self.store.add_stats(duplicates=stats.duplicates, rejected=stats.rejected)
         return stats
 
-    async def _attempt(
+    async def _pipeline(
         self,
-        pending: dict[str, list[tuple[Record, Event]]],
-        ctx: ScoringContext,
-        batch_clock: int,
+        ids: list[str],
+        wanted: Callable[[str], list[str]],
+        fold: Callable[[str, Loaded], _Outcome],
     ) -> list[tuple[str, _Outcome, CommitResult | None]]:
-        """Load, fold and commit every pending customer once, in chunks of disjoint customers
-        run as a pipeline: Redis loads the next chunk and commits the previous one while this
-        process folds the current one, so the two processes work side by side instead of
-        waiting on each other. Returns each customer's outcome and commit result (``None``
-        when nothing needed committing)."""
-        ids = list(pending)
+        """Load, fold and commit each customer once, in chunks of disjoint customers run as
+        a pipeline: Redis loads the next chunk and commits the previous one while this
+        process folds the current one, so the two work side by side instead of waiting on
+        each other. ``wanted(cid)``: the event ids whose dedupe marks to read. Returns each
+        customer's outcome and commit result (``None`` when nothing needed committing)."""
         chunks = [ids[i : i + PIPELINE_CHUNK] for i in range(0, len(ids), PIPELINE_CHUNK)]
+        if not chunks:
+            return []
 
         def load(chunk: list[str]) -> asyncio.Task[dict[str, Loaded]]:
-            wanted = {
-                cid: [e.event_id for _, e in pending[cid] if not isinstance(e, ErasureEvent)]
-                for cid in chunk
-            }
-            return asyncio.ensure_future(self.store.load(wanted))
+            return asyncio.ensure_future(self.store.load({cid: wanted(cid) for cid in chunk}))
 
         tasks: list[asyncio.Task[Any]] = []
         folded: list[tuple[list[tuple[str, _Outcome]], asyncio.Task[list[CommitResult]]]] = []
@@ -345,9 +352,7 @@ class Processor:
                     loading = load(chunks[n + 1])
                     tasks.append(loading)
                     await asyncio.sleep(0)  # the request leaves before this chunk is folded
-                outcomes = [
-                    (cid, self._fold(loaded[cid], pending[cid], ctx, batch_clock)) for cid in chunk
-                ]
+                outcomes = [(cid, fold(cid, loaded[cid])) for cid in chunk]
                 commits = [o.commit for _, o in outcomes if o.commit is not None]
                 committing = asyncio.ensure_future(self.store.commit(commits))
                 tasks.append(committing)
@@ -362,6 +367,16 @@ class Processor:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _fold_one(
+        self,
+        pending: dict[str, list[tuple[Record, Event]]],
+        ctx: ScoringContext,
+        batch_clock: int,
+        cid: str,
+        loaded: Loaded,
+    ) -> _Outcome:
+        return self._fold(loaded, pending[cid], ctx, batch_clock)
 
     def _fold(
         self,
@@ -408,6 +423,12 @@ class Processor:
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------
 
+    def _rescored(self, ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> _Outcome:
+        """A stored customer re-scored as is; one that no longer exists needs nothing."""
+        if not loaded.customer.exists:
+            return _Outcome()
+        return _Outcome(commit=self._commit_for(loaded, ctx, cause))
+
     async def rescore(
         self,
         customer_ids: Iterable[str],
@@ -428,21 +449,21 @@ class Processor:
                 if not pending:
                     break
                 ctx = await self.context(reload=reload)
-                loaded = await self.store.load({cid: [] for cid in pending})
-                commits = [
-                    (cid, self._commit_for(ld, ctx, cause))
-                    for cid, ld in loaded.items()
-                    if ld.customer.exists
-                ]
-                results = await self.store.commit([c for _, c in commits])
+                attempted = await self._pipeline(
+                    sorted(pending),
+                    lambda _cid: [],
+                    partial(self._rescored, ctx, cause),
+                )
                 retry = set()
                 reload = False
-                for (cid, commit), result in zip(commits, results, strict=True):
+                for cid, outcome, result in attempted:
+                    if result is None or outcome.commit is None:
+                        continue
                     if not result.ok:
                         retry.add(cid)
                         reload = reload or result.reason == "thresholds"
                     else:
-                        changes.extend(_published(commit, result))
+                        changes.extend(_published(outcome.commit, result))
                 pending = retry
             else:
                 raise RuntimeError(f"could not re-score {len(pending)} customers")
