@@ -25,6 +25,8 @@ from stream.kafka import client_options
 from stream.topics import Topics
 
 TICK_S = 0.005
+# The below-capacity probe's rate, as a share of the worker's measured throughput.
+CALM_SHARE = 0.6
 DRAIN_TIMEOUT_S = 30.0
 
 

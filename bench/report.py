@@ -17,7 +17,7 @@ from rich.table import Table
 
 from bench.batch import Batch
 from bench.import_rate import ImportRate
-from bench.latency import Latency
+from bench.latency import CALM_SHARE, Latency
 from bench.memory import Memory
 from bench.profile import HotSpot
 from bench.refresh_cost import RefreshCost
@@ -137,7 +137,7 @@ def table(r: Results) -> Table:
     if r.latency_calm is not None:
         calm = r.latency_calm
         t.add_row(
-            f"  same at {calm.rate:,.0f} events/s (a fifth of the worker's capacity)",
+            f"  same at {calm.rate:,.0f} events/s ({CALM_SHARE:.0%} of the worker's capacity)",
             f"{calm.percentile(50):.1f} / {calm.percentile(95):.1f} / {calm.percentile(99):.1f} ms",
             "",
             "",

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from bench import BenchError, batch, import_rate, latency, machine, memory, refresh_cost, throughput
 from bench.child import Child
+from bench.latency import CALM_SHARE
 from bench.namespace import Run
 from bench.profile import HotSpot, Profiler, hot_spots
 from bench.report import Results, chart, profile_table, table, to_json
@@ -162,19 +163,19 @@ async def _counts(settings: Settings) -> dict[str, int]:
 async def _latencies(
     settings: Settings, e2e: throughput.Throughput, options: Options, state: _State
 ) -> tuple[latency.Latency, latency.Latency | None]:
-    """Latency at the asked rate and, if that is near the worker's capacity, well below it.
+    """Latency at the asked rate and, if that is near the worker's capacity, below it.
 
-    Past the worker's capacity the first figure is mostly queueing. The second probe runs at a
-    fifth of the measured capacity: the probe's own producer and consumer share the box, and
-    at low rates each tiny batch still pays the worker's fixed per-batch round trips, so half
-    the capacity can already queue (seen on 2 cores). It shows what the pipeline itself adds.
+    Past the worker's capacity the first figure is mostly queueing. The second probe runs at
+    ``CALM_SHARE`` of the measured capacity, to show what the pipeline itself adds under a
+    real load. (It ran at a fifth while Faust's 1.5 s fetch wait stalled the worker at any
+    rate; see ``stream.worker.FETCH_MAX_WAIT_MS``.)
     """
     lat = await latency.measure(
         settings, rate=options.latency_rate, seconds=options.latency_seconds, tag="lat"
     )
     calm = None
     if lat.rate > 0.5 * e2e.events_per_s:
-        rate = max(20.0, round(e2e.events_per_s / 5, -1))
+        rate = max(20.0, round(e2e.events_per_s * CALM_SHARE, -1))
         calm = await latency.measure(
             settings, rate=rate, seconds=options.latency_seconds, tag="calm"
         )
