@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.config import Settings, load_settings
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
-from stream.processor import Processor, Record
+from stream.processor import Processor, Record, tune_gc
 from stream.segments import load_scheme
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
@@ -68,6 +68,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _main() -> None:
+    tune_gc()  # as the worker does, so the two differ only by Faust
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

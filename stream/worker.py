@@ -20,7 +20,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
-from stream.processor import Processor, Record, wall_ms
+from stream.processor import Processor, Record, tune_gc, wall_ms
 from stream.refit import refit
 from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
@@ -250,4 +250,5 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(logging.INFO)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    tune_gc()
     worker.execute_from_commandline()
