@@ -1,4 +1,4 @@
-"""A child process (worker, baseline consumer, importer) with its output kept in a log.
+"""A child process (worker, baseline consumer, importer, campaigns) with its output in a log.
 
 Each runs in its own session, so stopping it reaches whatever it started and nothing else;
 its log tail goes into the error when a measurement cannot finish.
@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 
 class Child:
@@ -21,7 +22,7 @@ class Child:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Child:
+    def start(self) -> Self:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -46,20 +47,23 @@ class Child:
         assert self.proc is not None, "not started"
         return self.proc.wait(timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM its process group, SIGKILL it if it has not exited after ``timeout``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` to its process group, SIGKILL it if it has not exited after
+        ``timeout``; returns its exit code (None if it never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
 
-    def tail(self, lines: int = 30) -> str:
+    def tail(self, lines: int = 40) -> str:
         try:
             text = self.log.read_text(errors="replace").splitlines()
         except OSError:
-            return f"(no log at {self.log})"
-        return f"last lines of {self.log}:\n" + "\n".join(text[-lines:])
+            return f"(no {self.name} log at {self.log})"
+        return f"{self.name} log tail ({self.log}):\n" + "\n".join(text[-lines:])

@@ -8,10 +8,7 @@ real ``refresh``; the API under test is the real `rfm api` process on a free loo
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.child import Child
 from stream.config import Settings
 from stream.processor import Processor, Record
 from stream.refit import refit
@@ -137,41 +135,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ApiServer:
+class ApiServer(Child):
     """`rfm api` as a child process on a free loopback port, its log kept for failures."""
 
     def __init__(self, env: dict[str, str], log: Path, token: str | None = None) -> None:
-        self.env = dict(env)
-        if token is not None:
-            self.env["RFM_API_TOKEN"] = token
-        self.token = token
-        self.log = log
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        argv = [sys.executable, "-m", "stream.cli", "api", "--port", str(self.port)]
+        env = {**env, **({"RFM_API_TOKEN": token} if token is not None else {})}
+        super().__init__("rfm api", argv, env, log)
+        self.token = token
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def client(self, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def __enter__(self) -> ApiServer:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "api", "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.start()
 
         def answers() -> bool:
             assert self.proc is not None
@@ -187,14 +170,7 @@ class ApiServer:
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.stop(timeout=15)
 
     def peak_rss_kib(self) -> int:
         """VmHWM: the most resident memory the server process has ever used."""
@@ -202,10 +178,3 @@ class ApiServer:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise AssertionError("no VmHWM in /proc status")
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no api log)"
-        return "rfm api log tail:\n" + "\n".join(text[-lines:])

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.child import Child
 from stream.config import Settings
 from stream.kafka import KafkaPublisher, client_options
 from stream.segments import load_scheme
@@ -130,47 +129,12 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
             raise
 
 
-class WorkerProcess:
+class WorkerProcess(Child):
     """`rfm worker` as a child process, with its log kept for failure reports."""
 
     def __init__(self, env: dict[str, str], log: Path, loglevel: str = "warn") -> None:
-        self.env = env
-        self.log = log
-        self.loglevel = loglevel
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "--loglevel", self.loglevel],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no worker log)"
-        return "worker log tail:\n" + "\n".join(text[-lines:])
+        argv = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", loglevel]
+        super().__init__("worker", argv, env, log)
 
 
 def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import os
 import signal
-import subprocess
 import sys
 import threading
 import uuid
@@ -33,6 +31,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.child import Child
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
 from stream.topics import Topics
@@ -134,49 +133,14 @@ def receiver() -> Iterator[Receiver]:
 # -- the consumer process ----------------------------------------------------------------------
 
 
-class Campaigns:
+class Campaigns(Child):
     """`rfm campaigns --rules FILE` as a child process; its log is kept for failure reports."""
 
     def __init__(self, iso: Isolated, rules: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.env = {**iso.process_env(), **(extra_env or {})}
+        argv = [sys.executable, "-m", "stream.cli", "campaigns", "--rules", str(rules)]
+        env = {**iso.process_env(), **(extra_env or {})}
+        super().__init__("campaigns", argv, env, iso.tmp / "campaigns.log")
         self.rules = rules
-        self.log = iso.tmp / "campaigns.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Campaigns:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "campaigns", "--rules", str(self.rules)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
-
-    def tail(self) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "campaigns log tail:\n" + "\n".join(text[-40:])
 
 
 @pytest.fixture
