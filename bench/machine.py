@@ -19,6 +19,7 @@ PACKAGES = (
     "redis",
     "hiredis",
     "orjson",
+    "uvloop",
     "numpy",
     "matplotlib",
 )

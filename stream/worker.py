@@ -20,12 +20,13 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
-from stream.processor import Processor, Record, tune_gc, wall_ms
+from stream.processor import Processor, Record, wall_ms
 from stream.refit import refit
 from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
 from stream.store.redis_store import open_store
 from stream.topics import Topics
+from stream.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")
 BATCH_MAX = 2000
@@ -249,6 +250,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     # aiokafka logs raw records at DEBUG; event payloads must never reach a log (SPEC 9)
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(logging.INFO)
+    use_uvloop()  # before faust.Worker: it creates the main loop, and the consumer thread its own
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     tune_gc()
     worker.execute_from_commandline()
