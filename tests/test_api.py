@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stream.processor import wall_ms
 from stream.segments import load_scheme
+from stream.store.keys import Keys
 from stream.topics import Topics
 from tests.api_support import (
     ApiServer,
@@ -242,6 +243,15 @@ def test_every_endpoint_agrees_with_the_events_fed(isolated: Isolated) -> None:
             history = doc["recent_changes"]
             assert [h["seq"] for h in history] == list(range(doc["seq"], 0, -1))
             assert history[0]["to"] == want.segment and history[-1]["from"] is None
+        # the history is fields of the customer's hash, which keeps Redis's compact encoding
+        keys = Keys(f"{isolated.name}:")
+        raw = redis.Redis.from_url(isolated.infra.redis_url)
+        try:
+            for cid in ODD_IDS:
+                assert raw.object("encoding", keys.customer(cid)) == b"listpack", cid
+                assert not raw.exists(keys.history(cid))
+        finally:
+            raw.close()
         lookup = http.get("/api/customers/" + quote("客戶 {1}:x", safe="")).json()
         assert lookup["segment_name"]["en"] == scheme.rule(lookup["segment"]).name.en
         for missing in (ERASED, "nobody", "x" * 129, "客戶 {1}:"):

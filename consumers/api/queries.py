@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from stream.config import Settings
 from stream.customer import Customer
 from stream.processor import wall_ms
 from stream.scoring import Thresholds
-from stream.store.codec import decode_customer
+from stream.store.codec import decode_customer, recent_changes
 from stream.store.redis_store import RedisStore
 
 
@@ -66,12 +64,10 @@ async def customer(store: RedisStore, customer_id: str) -> CustomerRecord | None
     pipe = store.redis.pipeline(transaction=True)
     pipe.hgetall(store.keys.customer(customer_id))
     pipe.lrange(store.keys.history(customer_id), 0, -1)
-    fields, history = await pipe.execute()
+    fields, legacy = await pipe.execute()
     if not fields:
         return None
-    return CustomerRecord(
-        decode_customer(customer_id, fields), [orjson.loads(raw) for raw in history]
-    )
+    return CustomerRecord(decode_customer(customer_id, fields), recent_changes(fields, legacy))
 
 
 async def thresholds(store: RedisStore) -> tuple[Thresholds, Thresholds]:

@@ -19,7 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from stream.changes import SegmentChange, iso_ms
+from stream.changes import SegmentChange
 from stream.config import Settings
 from stream.customer import Customer
 from stream.prediction import Model
@@ -29,6 +29,7 @@ from stream.store.codec import (
     decode_customer,
     diff,
     encode_customer,
+    history_fields,
     report_share,
 )
 from stream.store.keys import DIMS, Keys, LayoutMismatch
@@ -90,20 +91,6 @@ class CommitResult:
     outbox_ids: list[bytes] = field(default_factory=list)
 
 
-def history_entry(change: SegmentChange) -> str:
-    """The slice of a change kept in the customer's recent history: small, since every
-    customer who ever moved keeps up to HISTORY of them."""
-    return orjson.dumps(
-        {
-            "seq": change.seq,
-            "from": change.from_segment,
-            "to": change.to_segment,
-            "cause": change.cause,
-            "at": iso_ms(change.at),
-        }
-    ).decode("utf-8")
-
-
 COMMIT_CHUNK = 500  # customers per script call: bounds how long one call blocks Redis
 
 
@@ -127,6 +114,10 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     cust = c.customer
     after = {} if c.erase else encode_customer(cust)
     sets, dels = diff(c.before, after)
+    if c.changes and not c.erase:
+        history_sets, history_dels = history_fields(c.changes)
+        sets += history_sets
+        dels += history_dels
     doc: dict[str, Any] = {
         "id": cust.customer_id,
         "v": str(cust.version),
@@ -140,7 +131,6 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         doc["seg"] = [c.segment_before or "", seg_after or ""]
     if c.changes:
         doc["out"] = [body.decode("utf-8") for body in c.bodies]
-        doc["hist"] = [history_entry(ch) for ch in c.changes]
     if c.clock is not None:
         doc["clock"] = str(c.clock)
     if c.erase:

@@ -13,7 +13,8 @@ KEYS[12] R x F grid hash ("<r>:<f>" -> customers)
 KEYS[13] this hour's transitions hash ("<from>><to>" -> moves)
 then for the n-th customer of the batch (n = 0, 1, ...):
 KEYS[14+3n] its hash   KEYS[15+3n] its applied-event zset (member = event id, score = expiry)
-KEYS[16+3n] its recent changes (newest first, at most HISTORY compact entries)
+KEYS[16+3n] its recent-changes list from before they moved into its hash (deleted with
+           the customer on erasure; nothing else writes it now)
 
 ARGV[1]  thresholds version the batch was scored against ("-1" = do not check)
 ARGV[2]  CLV model version the churn flags depend on ("-1" = do not check)
@@ -25,7 +26,8 @@ ARGV[5]  JSON array, one document per customer, in KEYS order:
           "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
           "erase": true (delete the customer), "forget": true (an erasure: drop its marks),
           "marks": [event id, ...] (dedupe marks to add), "clock": "ms",
-          "out": ["change json", ...] and "hist": [entry, ...] (segment move, then churn),
+          "out": ["change json", ...] (segment move, then churn; their history entries
+          come in "set"/"del" as hash fields),
           "seg": [from, to] when the segment moved ("" = none),
           "agg": {field: "delta"} report deltas, "grid": {cell: "delta"}, "acc": "n"}
          numbers travel as strings: cjson would print 13-digit milliseconds in exponent form.
@@ -37,10 +39,11 @@ Returns  {1, {result, ...}} with result {1, outbox-id, ...} (applied) or {0} (th
          model fit) published a newer version: nothing was applied.
          All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
 
-Invariant kept atomically: each applied customer's state, dedupe marks, index entries and
-outbox entries move together with the live counts, counters and operator aggregates (report,
-grid, transitions, history), so counts always equal the customers per stored segment and no
-change can be lost between state and publish. A customer whose version moved is skipped
+Invariant kept atomically: each applied customer's state (its recent-change history is
+fields of the same hash), dedupe marks, index entries and outbox entries move together with
+the live counts, counters and operator aggregates (report, grid, transitions), so counts
+always equal the customers per stored segment and no change can be lost between state and
+publish. A customer whose version moved is skipped
 whole; the aggregates sum only what was applied.
 --]]
 
@@ -60,7 +63,6 @@ if not fenced('v', ARGV[1]) or not fenced('mv', ARGV[2]) then
   return {0, 'thresholds'}
 end
 
-local HISTORY = 10
 local TRANSITIONS_TTL_MS = 400 * 86400000
 local docs = cjson.decode(ARGV[5])
 local counts, report, grid, moves = {}, {}, {}, {}
@@ -73,7 +75,7 @@ end
 
 for n, doc in ipairs(docs) do
   local base = 14 + 3 * (n - 1)
-  local hash, marks, history = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  local hash, marks, legacy = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local member = doc['id']
   local current = tonumber(redis.call('HGET', hash, 'v') or '0')
   if current ~= tonumber(doc['v']) then
@@ -83,7 +85,7 @@ for n, doc in ipairs(docs) do
       redis.call('DEL', marks)
     end
     if doc['erase'] then
-      redis.call('DEL', hash, history)
+      redis.call('DEL', hash, legacy)
     else
       local set = doc['set']
       set[#set + 1] = 'v'
@@ -134,14 +136,8 @@ for n, doc in ipairs(docs) do
     local result = {1}
     local out = doc['out']
     if out then
-      for k, body in ipairs(out) do
+      for _, body in ipairs(out) do
         result[#result + 1] = redis.call('XADD', KEYS[3], '*', 'c', member, 'e', body)
-        if not doc['erase'] then
-          redis.call('LPUSH', history, doc['hist'][k])
-        end
-      end
-      if not doc['erase'] then
-        redis.call('LTRIM', history, 0, HISTORY - 1)
       end
       changes = changes + #out
       if seg then add(moves, seg[1] .. '>' .. seg[2], 1) end

@@ -4,7 +4,9 @@ load.lua -- read a batch of customers and which of the given events each already
 KEYS[2n-1] the n-th customer's hash   KEYS[2n] its applied-event zset (score = mark expiry)
 ARGV[1]  JSON array: for the n-th customer, the event ids to look up (may be empty)
 
-Returns  one {hash fields and values (flat), {expiry or false per asked id}} per customer.
+Returns  one {hash fields and values (flat), {expiry or false per asked id}} per customer;
+         the fields leave out the recent-change history ("h:<seq>"): scoring never reads
+         it, and the commit knows which entries to drop from the seq numbers alone.
 
 Read-only; one call instead of two commands per customer keeps the client's per-command
 cost out of the hot path. Consistency comes from the commit script's version check.
@@ -12,7 +14,15 @@ cost out of the hot path. Consistency comes from the commit script's version che
 local asked = cjson.decode(ARGV[1])
 local out = {}
 for n, ids in ipairs(asked) do
-  local fields = redis.call('HGETALL', KEYS[2 * n - 1])
+  local all = redis.call('HGETALL', KEYS[2 * n - 1])
+  local fields = {}
+  for i = 1, #all, 2 do
+    local name = all[i]
+    if string.byte(name, 1) ~= 104 or string.byte(name, 2) ~= 58 then -- not "h:"
+      fields[#fields + 1] = name
+      fields[#fields + 1] = all[i + 1]
+    end
+  end
   local marks = {}
   if #ids > 0 then
     marks = redis.call('ZMSCORE', KEYS[2 * n], unpack(ids))
