@@ -33,6 +33,7 @@ from stream.store.codec import (
     report_share,
 )
 from stream.store.keys import DIMS, Keys, LayoutMismatch
+from stream.store.wire import pack_with_hiredis
 
 
 def _script(name: str) -> str:
@@ -43,8 +44,10 @@ def connect(url: str, *, cluster: bool = False, **options: Any) -> Any:
     """A client for one server, or for a Redis Cluster (any node's URL; slots are discovered)."""
     if cluster:
         return RedisCluster.from_url(url, decode_responses=False, **options)
-    return aioredis.Redis.from_url(
-        url, decode_responses=False, **{"health_check_interval": 30, **options}
+    return pack_with_hiredis(
+        aioredis.Redis.from_url(
+            url, decode_responses=False, **{"health_check_interval": 30, **options}
+        )
     )
 
 
