@@ -80,7 +80,9 @@ class Keys:
         return self._of("d", customer_id)
 
     def history(self, customer_id: str) -> str:
-        """List of the customer's most recent change events, newest first."""
+        """Where recent changes were kept before they became fields of the customer's hash
+        (``stream.store.codec.history_fields``): still read by the API and deleted on
+        erasure, never written."""
         return self._of("h", customer_id)
 
     # ---- per shard (aggregates kept by the commit script) ------------------------------
