@@ -1,10 +1,11 @@
 """Commands packed into the Redis protocol in C.
 
 redis-py's asyncio connection packs every command argument by argument in Python (its
-synchronous client already uses hiredis for this). A commit is one script call with a few
-dozen arguments per customer, so packing was about a tenth of the worker's time; hiredis
-packs the same bytes roughly ten times faster. Anything hiredis does not take (bool, None,
-bytearray, a multi-word command name) goes through redis-py's own packer, unchanged.
+synchronous client already uses hiredis for this). Every load and commit script call
+carries two or three keys per customer, and packing showed as 5 to 15% of the processor
+in cProfile; hiredis packs the same bytes about ten times faster (140 to 14 us for a
+59-argument call). Anything hiredis does not take (bool, None, bytearray, a multi-word
+command name) goes through redis-py's own packer, unchanged.
 """
 
 from __future__ import annotations
