@@ -43,7 +43,8 @@ from stream.prediction import Model
 from stream.rescore import ScoringContext, assess_churn, fixed_thresholds, rescore
 from stream.scoring import Thresholds, next_recency_move
 from stream.segments import Scheme
-from stream.store.redis_store import Commit, CommitResult, Loaded, RedisStore
+from stream.store.commits import Commit, CommitResult, Loaded
+from stream.store.redis_store import RedisStore
 from stream.topics import Topics
 
 log = logging.getLogger("rfm.processor")

@@ -1,0 +1,137 @@
+"""A customer's trip through the store, as data: what a load returns and what a commit sends.
+
+Pure (no I/O), so the hot per-customer work around a script call (decoding what load.lua
+returned, building commit.lua's document) is testable and compilable on its own; the
+Redis adapter only moves these through scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.changes import SegmentChange
+from stream.customer import Customer
+from stream.store.codec import (
+    customer_from_fields,
+    diff,
+    encode_customer,
+    history_fields,
+    report_share,
+)
+from stream.store.keys import DIMS
+
+
+@dataclass
+class Loaded:
+    customer: Customer
+    before: dict[str, str]
+
+
+@dataclass
+class Commit:
+    customer: Customer
+    before: dict[str, str]
+    segment_before: str | None
+    thresholds_version: int
+    index: dict[str, int | None]
+    due: int | None
+    changes: list[SegmentChange] = field(default_factory=list)  # segment move, then churn flag
+    clock: int | None = None
+    erase: bool = False
+    forget: bool = False  # an erasure happened: drop the dedupe marks too
+    accepted: int = 0  # input events this commit applies, counted atomically with it
+    check_thresholds: bool = True
+    model_version: int | None = None  # fence the CLV model too (the churn flag depends on it)
+    bodies: list[bytes] = field(init=False)  # the changes as published: encoded once
+
+    def __post_init__(self) -> None:
+        self.bodies = [ch.encode() for ch in self.changes]
+
+
+@dataclass
+class CommitResult:
+    ok: bool
+    reason: str = ""
+    outbox_ids: list[bytes] = field(default_factory=list)
+
+
+def _share_deltas(
+    share: list[object] | None, sign: int, agg: dict[str, int], grid: dict[str, int]
+) -> None:
+    if share is None:
+        return
+    segment, orders, monetary, channels, cell = share
+    agg[f"{segment}|orders"] = agg.get(f"{segment}|orders", 0) + sign * int(str(orders))
+    agg[f"{segment}|monetary"] = agg.get(f"{segment}|monetary", 0) + sign * int(str(monetary))
+    assert isinstance(channels, list)
+    for ch in channels:
+        agg[f"{segment}|ch:{ch}"] = agg.get(f"{segment}|ch:{ch}", 0) + sign
+    if cell:
+        grid[str(cell)] = grid.get(str(cell), 0) + sign
+
+
+def commit_doc(c: Commit) -> dict[str, Any]:
+    """One customer's part of a commit script call (see commit.lua for the fields)."""
+    cust = c.customer
+    after = {} if c.erase else encode_customer(cust)
+    sets, dels = diff(c.before, after)
+    if c.changes and not c.erase:
+        history_sets, history_dels = history_fields(c.changes)
+        sets += history_sets
+        dels += history_dels
+    doc: dict[str, Any] = {
+        "id": cust.customer_id,
+        "v": str(cust.version),
+        "set": sets,
+        "del": dels,
+        "ix": {d: (False if c.index.get(d) is None else str(c.index[d])) for d in DIMS},
+        "due": False if c.due is None else str(c.due),
+    }
+    seg_after = None if c.erase else cust.segment
+    if seg_after != c.segment_before:
+        doc["seg"] = [c.segment_before or "", seg_after or ""]
+    if c.changes:
+        doc["out"] = [body.decode("utf-8") for body in c.bodies]
+    if c.clock is not None:
+        doc["clock"] = str(c.clock)
+    if c.erase:
+        doc["erase"] = True
+    if c.erase or c.forget:
+        doc["forget"] = True
+    if cust.new_events:
+        doc["marks"] = cust.new_events
+    if c.accepted:
+        doc["acc"] = str(c.accepted)
+    share_before, share_after = report_share(c.before), report_share(after)
+    if share_before != share_after:
+        agg: dict[str, int] = {}
+        grid: dict[str, int] = {}
+        _share_deltas(share_before, -1, agg, grid)
+        _share_deltas(share_after, 1, agg, grid)
+        if deltas := {f: str(n) for f, n in agg.items() if n}:
+            doc["agg"] = deltas
+        if cells := {f: str(n) for f, n in grid.items() if n}:
+            doc["grid"] = cells
+    return doc
+
+
+def loaded_from_reply(
+    customer_id: str,
+    flat: Sequence[bytes],
+    marks: Sequence[bytes | None],
+    wanted: Sequence[str],
+    now: int,
+) -> Loaded:
+    """One customer of a load.lua reply: its hash fields (flat name/value list) and, per
+    wanted event id, the expiry of its dedupe mark (``None`` = not applied)."""
+    it = iter(flat)
+    stored = {k.decode("utf-8"): v.decode("utf-8") for k, v in zip(it, it, strict=True)}
+    customer = customer_from_fields(customer_id, stored)
+    for event_id, expires in zip(wanted, marks, strict=False):
+        if expires is not None and int(expires) > now:
+            customer.seen_events.add(event_id)
+    # as stored, so the commit writes exactly what differs (derived fields too)
+    stored.pop("v", None)
+    return Loaded(customer, stored)
