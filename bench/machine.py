@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from stream import native
 from stream.config import Settings
 from stream.stack import KAFKA_VERSION
 from stream.store.redis_store import connect
@@ -68,4 +69,5 @@ async def facts(settings: Settings) -> dict[str, Any]:
         "redis_version": str(server.get("redis_version")),
         "partitions": settings.partitions,
         "packages": {name: _version(name) for name in PACKAGES},
+        "compiled_core": native.active(),  # the worker and the baseline run the same way
     }

@@ -61,6 +61,8 @@ class Run:
             "RFM_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
             "RFM_KAFKA_SASL_PASSWORD": s.kafka_sasl_password,
             "RFM_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
+            # children run the core the way this process does (stream.native)
+            "RFM_NATIVE": os.environ.get("RFM_NATIVE"),
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

@@ -16,6 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from bench.batch import Batch
+from bench.core import CoreCost
 from bench.import_rate import ImportRate
 from bench.latency import CALM_SHARE, Latency
 from bench.memory import Memory
@@ -48,6 +49,7 @@ class Results:
     batch: Batch
     import_rate: ImportRate
     latency_calm: Latency | None = None  # well below the worker's capacity (see runner)
+    core: dict[str, CoreCost] = field(default_factory=dict)  # "plain", "compiled" if built
     profiles: dict[str, list[HotSpot]] = field(default_factory=dict)
     profile_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -89,6 +91,7 @@ def to_json(r: Results) -> dict[str, Any]:
         "redis_dedupe_bytes_per_customer": round(r.memory.dedupe_bytes_per_customer, 1),
         "redis_bytes_by_key_class": {k: round(v, 1) for k, v in r.memory.parts.items()},
         "import_events_per_s": round(r.import_rate.events_per_s, 1),
+        "core_us_per_customer": {mode: c.as_dict() for mode, c in r.core.items()},
         "params": r.params,
         "notes": r.notes,
     }
@@ -172,11 +175,19 @@ def table(r: Results) -> Table:
         f">= {TARGET_IMPORT_PER_S:,}/s",
         _mark(r.import_rate.events_per_s >= TARGET_IMPORT_PER_S),
     )
+    for mode, cpu in r.core.items():
+        t.add_row(
+            f"core CPU per customer, {mode} Python (fold / re-score)",
+            f"{cpu.fold_us:.0f} / {cpu.rescore_us:.0f} us",
+            "",
+            "",
+        )
     mc = r.machine
     t.caption = (
         f"{r.params['events']:,} events over {r.params['customers']:,} customers;"
         f" {mc['cores']} cores {mc['cpu_model']}, Python {mc['python']},"
-        f" Kafka {mc['kafka_version']}, Redis {mc['redis_version']}"
+        f" Kafka {mc['kafka_version']}, Redis {mc['redis_version']};"
+        f" core {'compiled' if mc.get('compiled_core') else 'plain Python'}"
     )
     return t
 

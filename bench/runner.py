@@ -24,7 +24,17 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 
-from bench import BenchError, batch, import_rate, latency, machine, memory, refresh_cost, throughput
+from bench import (
+    BenchError,
+    batch,
+    core,
+    import_rate,
+    latency,
+    machine,
+    memory,
+    refresh_cost,
+    throughput,
+)
 from bench.child import Child
 from bench.latency import CALM_SHARE
 from bench.namespace import Run
@@ -219,6 +229,17 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             values, scheme, scoring.buckets, settings.store.currency_decimals
         )
         say(f"batch recompute: {recomputed.seconds:.2f}s")
+        cpu = await asyncio.to_thread(
+            core.compare, run.env("core"), 1_000 if options.quick else core.CUSTOMERS
+        )
+        say(
+            "core CPU per customer (fold / re-score): "
+            + ", ".join(f"{m} {c.fold_us:.0f} / {c.rescore_us:.0f} us" for m, c in cpu.items())
+        )
+        if "compiled" not in cpu:
+            state.notes.append(
+                "no current compiled core (scripts/build-native): every figure is plain Python"
+            )
         if recomputed.edges != dict(thresholds.edges):
             state.notes.append("the batch's edges differ from the seeded ones (a bench bug)")
 
@@ -276,6 +297,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             memory=mem,
             batch=recomputed,
             import_rate=imported,
+            core=cpu,
             profiles={who: spots for who, (_, spots) in state.profiles.items()},
             profile_files={who: path for who, (path, _) in state.profiles.items()},
             notes=state.notes,

@@ -41,6 +41,7 @@ ENV_SETTINGS = frozenset(
         "RFM_CAMPAIGNS",  # rfm campaigns: path of the campaign rules file
         "RFM_STACK_DIR",  # rfm stack: where the local Kafka/Redis keep state
         "RFM_KAFKA_LIBS",  # rfm stack: a directory already holding the Kafka jars
+        "RFM_NATIVE",  # stream.native: 0 = plain Python, 1 = the compiled core or stop
     }
 )
 

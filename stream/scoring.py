@@ -70,6 +70,11 @@ class Scores:
     def as_dict(self) -> dict[str, int | None]:
         return {"r": self.r, "f": self.f, "m": self.m, "i": self.i}
 
+    def __reduce__(self) -> tuple[type[Scores], tuple[int | None, ...]]:
+        # copies and pickles rebuild through __init__: a compiled (stream.native) frozen
+        # class has no __dict__ to restore into, and its fields refuse assignment
+        return (Scores, (self.r, self.f, self.m, self.i))
+
 
 def moved_ranges(old: Sequence[float], new: Sequence[float]) -> list[tuple[float, float]]:
     """Value intervals ``(lo, hi]`` whose score differs between two edge lists.

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 
+from stream import native
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
 from stream.processor import Processor, Record, wall_ms
@@ -92,6 +93,7 @@ class Runtime:
         self._publisher = publisher
         store = open_store(s)
         scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
+        log.info("core: %s", "compiled (stream.native)" if native.active() else "plain Python")
         return Processor(s, store, scheme, publisher)
 
     async def close(self) -> None:

@@ -88,6 +88,15 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
     assert machine["kafka_version"] == KAFKA_VERSION
     assert isinstance(machine["redis_version"], str)
     assert machine["packages"]["faust-streaming"] and machine["packages"]["aiokafka"]
+    cpu = doc["core_us_per_customer"]
+    assert set(cpu) <= {"plain", "compiled"} and "plain" in cpu, cpu
+    if machine["compiled_core"]:  # the worker ran compiled: the comparison is in the report
+        assert "compiled" in cpu and cpu["compiled"]["compiled"] is True, cpu
+    for mode, cost in cpu.items():
+        assert cost["compiled"] is (mode == "compiled"), cpu
+        assert number(cost["fold_us"]) and cost["fold_us"] > 0, cpu
+        assert number(cost["rescore_us"]) and cost["rescore_us"] > 0, cpu
+        assert 0 < cost["moved_share"] <= 1, cpu
 
     assert not [n for n in doc["notes"] if "differ" in n or "never arrived" in n], doc["notes"]
     png = out.with_suffix(".png")
