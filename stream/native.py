@@ -43,6 +43,7 @@ MODULES = (
     "stream.segments",
     "stream.store.codec",
     "stream.store.commits",
+    "stream.store.keys",
 )
 PACKAGE = Path(__file__).resolve().parent
 BUILD_DIR = PACKAGE / ".native"

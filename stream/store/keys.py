@@ -20,7 +20,7 @@ from dataclasses import dataclass
 DIMS = ("r", "f", "m", "i")
 
 
-class LayoutMismatch(RuntimeError):
+class LayoutMismatch(Exception):
     """The data under this prefix was written with another number of shards."""
 
 
