@@ -18,11 +18,12 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.config import Settings, load_settings
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
-from stream.processor import Processor, Record
+from stream.processor import Processor
 from stream.segments import load_scheme
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
+from stream.transitions import Record
 from stream.tuning import tune_gc, use_uvloop
 
 # The worker's batch shape (stream.worker, not imported: that would import Faust);

@@ -27,15 +27,14 @@ from bench.thresholds import Population, thresholds_of
 from bench.workload import orders
 from stream import native
 from stream.config import Settings, load_settings
-from stream.events import OrderEvent
-from stream.processor import Processor, Record, wall_ms
+from stream.events import OrderEvent, parse_order
+from stream.processor import wall_ms
 from stream.rescore import ScoringContext
 from stream.scoring import Thresholds
 from stream.segments import load_scheme
 from stream.store.commits import Loaded, commit_doc, loaded_from_reply
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
+from stream.transitions import Record, fold, rescored
 from stream.tuning import tune_gc
 
 CUSTOMERS = 5_000
@@ -80,13 +79,11 @@ def _stored(loaded: Loaded, doc: dict[str, object]) -> list[bytes]:
 
 
 class Workbench:
-    """One population's two paths, with the store built but never called."""
+    """One population's two paths, exactly as the processor runs them per customer."""
 
     def __init__(self, settings: Settings, customers: int, now: int) -> None:
-        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix), 1)
         scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
         self.settings = settings
-        self.processor = Processor(settings, store, scheme, publisher=None)  # type: ignore[arg-type]
         self.now = now
         topic = Topics(settings.topic_prefix).orders
         work = orders(customers, customers, now_ms=now, tag="k")
@@ -106,17 +103,16 @@ class Workbench:
         )
         self.records = [Record(topic, 0, n, k, v) for n, (k, v) in enumerate(work.events)]
         self.ids = [k.decode() for k, _ in work.events]
-        self.parse = self.processor._parsers[topic]
         self.stored: list[tuple[str, list[bytes]]] = []
 
     def fold(self, keep: bool = False) -> list[dict[str, object]]:
         """Every customer's first order; ``keep``: remember the results for ``rescore``."""
         docs = []
         for cid, record in zip(self.ids, self.records, strict=True):
-            event = self.parse(record.value, self.settings.store, self.now)
+            event = parse_order(record.value, self.settings.store, self.now)
             assert isinstance(event, OrderEvent)
             loaded = loaded_from_reply(cid, [], [None], [event.event_id], self.now)
-            commit = self.processor._fold(loaded, [(record, event)], self.before, 0).commit
+            commit = fold(loaded, [(record, event)], self.before, 0).commit
             assert commit is not None
             doc = commit_doc(commit)
             orjson.dumps(doc)
@@ -130,7 +126,7 @@ class Workbench:
         docs = []
         for cid, flat in self.stored:
             loaded = loaded_from_reply(cid, flat, [], [], self.now)
-            commit = self.processor._rescored(self.after, "threshold_refresh", cid, loaded).commit
+            commit = rescored(self.after, "threshold_refresh", loaded).commit
             assert commit is not None
             doc = commit_doc(commit)
             orjson.dumps(doc)

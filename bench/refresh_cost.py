@@ -19,13 +19,14 @@ from bench import BenchError
 from bench.thresholds import Population, seed, thresholds_of
 from bench.workload import MAX_AMOUNT, customer_id, order_event, orders
 from stream.config import Settings
-from stream.processor import Processor, Record, wall_ms
+from stream.processor import Processor, wall_ms
 from stream.refresh import refresh
 from stream.scoring import moved_ranges
 from stream.segments import load_scheme
 from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
+from stream.transitions import Record
 from stream.tuning import tune_gc
 
 NEWCOMERS = 20

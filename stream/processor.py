@@ -1,34 +1,22 @@
 """One batch of input records -> committed customer transitions -> changes and dead letters.
 
-This is the imperative shell around the pure core (events, customer, rescore): it owns
-the order of I/O (load, compute, commit, publish) and the retry on a lost race, and it
-knows nothing of Faust, so the benchmark's raw baseline and the CLI reuse it as is.
+This is the imperative shell around the pure core (``stream.transitions`` is one customer's
+whole step): it owns the order of I/O (load, compute, commit, publish) and the retry on a
+lost race, and it knows nothing of Faust, so the benchmark's raw baseline and the CLI reuse
+it as is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
-import orjson
-
-from stream.changes import SegmentChange
 from stream.config import Settings
-from stream.customer import (
-    Customer,
-    Duplicate,
-    apply_interaction,
-    apply_order,
-    expire,
-    metrics,
-    next_due,
-)
 from stream.events import (
     ErasureEvent,
     Event,
@@ -40,12 +28,13 @@ from stream.events import (
     parse_order,
 )
 from stream.prediction import Model
-from stream.rescore import ScoringContext, assess_churn, fixed_thresholds, rescore
-from stream.scoring import Thresholds, next_recency_move
+from stream.rescore import ScoringContext, fixed_thresholds
+from stream.scoring import Thresholds
 from stream.segments import Scheme
 from stream.store.commits import Commit, CommitResult, Loaded
 from stream.store.redis_store import RedisStore
 from stream.topics import Topics
+from stream.transitions import DeadLetter, Outcome, Record, fold, rescored
 
 log = logging.getLogger("rfm.processor")
 MAX_ATTEMPTS = 20
@@ -58,37 +47,8 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A Kafka record as the processor sees it (transport-neutral)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: Record
-    error: str
-
-    def encode(self) -> bytes:
-        try:
-            payload, encoding = self.record.value.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            payload, encoding = base64.b64encode(self.record.value).decode("ascii"), "base64"
-        return orjson.dumps(
-            {
-                "topic": self.record.topic,
-                "partition": self.record.partition,
-                "offset": self.record.offset,
-                "error": self.error,
-                "payload": payload,
-                "payload_encoding": encoding,
-            }
-        )
+def _rescore_one(ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> Outcome:
+    return rescored(ctx, cause, loaded)
 
 
 class Publisher(Protocol):
@@ -108,16 +68,6 @@ class BatchStats:
     def add(self, other: BatchStats) -> None:
         for name in ("accepted", "duplicates", "rejected", "changes", "conflicts"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class _Outcome:
-    """What one customer's events did in one attempt; counted only once committed."""
-
-    commit: Commit | None = None
-    accepted: int = 0
-    duplicates: int = 0
-    dead: list[DeadLetter] = field(default_factory=list)
 
 
 CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: "erasure"}
@@ -184,77 +134,6 @@ class Processor:
             wall=wall,
             model=await self.model(reload),
         )
-
-    def _commit_for(
-        self,
-        loaded: Loaded,
-        ctx: ScoringContext,
-        cause: str,
-        clock: int | None = None,
-        erase: bool = False,
-        forget: bool = False,
-    ) -> Commit:
-        c = loaded.customer
-        seg_before = c.segment
-        window = self.settings.window_ms
-        change: SegmentChange | None
-        churn: SegmentChange | None = None
-        if erase:
-            change = None
-            if seg_before is not None:
-                change = SegmentChange(
-                    customer_id=c.customer_id,
-                    seq=c.seq + 1,
-                    from_segment=seg_before,
-                    to_segment=None,
-                    scores={"r": None, "f": None, "m": None, "i": None},
-                    metrics={},
-                    cause="erasure",
-                    thresholds_version=ctx.thresholds.version,
-                    scheme=self.scheme.id,
-                    at=ctx.wall,
-                )
-            index: dict[str, int | None] = {}
-            due = None
-        else:
-            expire(c, window, ctx.now)
-            m = metrics(c, window, ctx.now)
-            change = rescore(c, ctx, cause, m)
-            c.tally = (m.orders, m.monetary)
-            index = {
-                "r": m.last_order_at,
-                "f": m.orders if c.has_orders else None,
-                "m": m.monetary if c.has_orders else None,
-                "i": m.interactions if c.has_interactions else None,
-            }
-            churn, at_risk_from = assess_churn(c, ctx)
-            dues = [next_due(c, window), at_risk_from]
-            if self.settings.scoring.mode == "fixed" and c.last_order_at is not None:
-                dues.append(
-                    next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r"))
-                )
-            due = min((d for d in dues if d is not None), default=None)
-        return Commit(
-            customer=c,
-            before=loaded.before,
-            segment_before=seg_before,
-            thresholds_version=ctx.thresholds.version,
-            index=index,
-            due=due,
-            changes=[ch for ch in (change, churn) if ch is not None],
-            clock=clock,
-            erase=erase,
-            forget=forget,
-            check_thresholds=self.settings.scoring.mode == "quantile",
-            model_version=self._fenced_model_version(ctx),
-        )
-
-    def _fenced_model_version(self, ctx: ScoringContext) -> int | None:
-        """With churn events on, every commit is fenced on the model it was judged against,
-        including "none yet" (0): a flag set by a newer model is never cleared by an older view."""
-        if self.settings.prediction.churn_threshold <= 0:
-            return None
-        return ctx.model.version if ctx.model is not None else 0
 
     # ---- input batches ------------------------------------------------------------------
 
@@ -328,8 +207,8 @@ class Processor:
         self,
         ids: list[str],
         wanted: Callable[[str], list[str]],
-        fold: Callable[[str, Loaded], _Outcome],
-    ) -> list[tuple[str, _Outcome, CommitResult | None]]:
+        fold: Callable[[str, Loaded], Outcome],
+    ) -> list[tuple[str, Outcome, CommitResult | None]]:
         """Load, fold and commit each customer once, in chunks of disjoint customers run as
         a pipeline: Redis loads the next chunk and commits the previous one while this
         process folds the current one, so the two work side by side instead of waiting on
@@ -343,7 +222,7 @@ class Processor:
             return asyncio.ensure_future(self.store.load({cid: wanted(cid) for cid in chunk}))
 
         tasks: list[asyncio.Task[Any]] = []
-        folded: list[tuple[list[tuple[str, _Outcome]], asyncio.Task[list[CommitResult]]]] = []
+        folded: list[tuple[list[tuple[str, Outcome]], asyncio.Task[list[CommitResult]]]] = []
         try:
             loading = load(chunks[0])
             tasks.append(loading)
@@ -358,7 +237,7 @@ class Processor:
                 committing = asyncio.ensure_future(self.store.commit(commits))
                 tasks.append(committing)
                 folded.append((outcomes, committing))
-            out: list[tuple[str, _Outcome, CommitResult | None]] = []
+            out: list[tuple[str, Outcome, CommitResult | None]] = []
             for outcomes, committing in folded:
                 results = iter(await committing)
                 for cid, o in outcomes:
@@ -369,66 +248,17 @@ class Processor:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    @staticmethod
     def _fold_one(
-        self,
         pending: dict[str, list[tuple[Record, Event]]],
         ctx: ScoringContext,
         batch_clock: int,
         cid: str,
         loaded: Loaded,
-    ) -> _Outcome:
-        return self._fold(loaded, pending[cid], ctx, batch_clock)
-
-    def _fold(
-        self,
-        loaded: Loaded,
-        items: list[tuple[Record, Event]],
-        ctx: ScoringContext,
-        batch_clock: int,
-    ) -> _Outcome:
-        out = _Outcome()
-        c = loaded.customer
-        window = self.settings.window_ms
-        cause = None
-        erased = False
-        for record, event in items:
-            try:
-                if isinstance(event, OrderEvent):
-                    apply_order(c, event, window, ctx.now)
-                    cause = "refund" if event.refund else "order"
-                elif isinstance(event, InteractionEvent):
-                    weight = self.settings.interaction_weights[event.kind]
-                    apply_interaction(c, event, weight, window, ctx.now)
-                    cause = "interaction"
-                else:
-                    cause = "erasure"
-                    erased = True
-                    c = Customer(
-                        customer_id=c.customer_id, segment=c.segment, seq=c.seq, version=c.version
-                    )
-                    loaded = Loaded(c, loaded.before)
-                out.accepted += 1
-            except Duplicate:
-                out.duplicates += 1
-            except Rejected as exc:
-                out.dead.append(DeadLetter(record, str(exc)))
-        if cause is None:
-            return out
-        clock = batch_clock if self.settings.scoring.clock == "event" else None
-        if cause == "erasure" and not c.exists:
-            out.commit = self._commit_for(loaded, ctx, cause, clock, erase=True)
-        else:
-            out.commit = self._commit_for(loaded, ctx, cause, clock, forget=erased)
-        out.commit.accepted = out.accepted
-        return out
+    ) -> Outcome:
+        return fold(loaded, pending[cid], ctx, batch_clock)
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------
-
-    def _rescored(self, ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> _Outcome:
-        """A stored customer re-scored as is; one that no longer exists needs nothing."""
-        if not loaded.customer.exists:
-            return _Outcome()
-        return _Outcome(commit=self._commit_for(loaded, ctx, cause))
 
     async def rescore(
         self,
@@ -453,7 +283,7 @@ class Processor:
                 attempted = await self._pipeline(
                     sorted(pending),
                     lambda _cid: [],
-                    partial(self._rescored, ctx, cause),
+                    partial(_rescore_one, ctx, cause),
                 )
                 retry = set()
                 reload = False

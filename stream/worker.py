@@ -21,12 +21,13 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 from stream import native
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
-from stream.processor import Processor, Record, wall_ms
+from stream.processor import Processor, wall_ms
 from stream.refit import refit
 from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.segments import load_scheme
 from stream.store.redis_store import open_store
 from stream.topics import Topics
+from stream.transitions import Record
 from stream.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")

@@ -1,0 +1,197 @@
+"""One customer's step: its events of a batch (or a re-score) -> the commit to make. Pure.
+
+Between the load and the commit the processor does nothing else per customer, so this is
+the per-customer half of ``stream.processor`` with the I/O taken out: what a customer's
+events do to it, its new scores and index entries, when the clock next matters to it, and
+the change events to publish once the commit holds.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream.changes import SegmentChange
+from stream.customer import (
+    Customer,
+    Duplicate,
+    apply_interaction,
+    apply_order,
+    expire,
+    metrics,
+    next_due,
+)
+from stream.events import Event, InteractionEvent, OrderEvent, Rejected
+from stream.rescore import ScoringContext, assess_churn, rescore
+from stream.scoring import next_recency_move
+from stream.store.commits import Commit, Loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record as the processor sees it (transport-neutral)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+    error: str
+
+    def encode(self) -> bytes:
+        try:
+            payload, encoding = self.record.value.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(self.record.value).decode("ascii"), "base64"
+        return orjson.dumps(
+            {
+                "topic": self.record.topic,
+                "partition": self.record.partition,
+                "offset": self.record.offset,
+                "error": self.error,
+                "payload": payload,
+                "payload_encoding": encoding,
+            }
+        )
+
+
+@dataclass
+class Outcome:
+    """What one customer's events did in one attempt; counted only once committed."""
+
+    commit: Commit | None = None
+    accepted: int = 0
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def fenced_model_version(ctx: ScoringContext) -> int | None:
+    """With churn events on, every commit is fenced on the model it was judged against,
+    including "none yet" (0): a flag set by a newer model is never cleared by an older view."""
+    if ctx.settings.prediction.churn_threshold <= 0:
+        return None
+    return ctx.model.version if ctx.model is not None else 0
+
+
+def commit_for(
+    loaded: Loaded,
+    ctx: ScoringContext,
+    cause: str,
+    clock: int | None = None,
+    erase: bool = False,
+    forget: bool = False,
+) -> Commit:
+    """The customer as it now stands, scored against ``ctx``: its commit."""
+    c = loaded.customer
+    seg_before = c.segment
+    settings = ctx.settings
+    window = settings.window_ms
+    change: SegmentChange | None
+    churn: SegmentChange | None = None
+    if erase:
+        change = None
+        if seg_before is not None:
+            change = SegmentChange(
+                customer_id=c.customer_id,
+                seq=c.seq + 1,
+                from_segment=seg_before,
+                to_segment=None,
+                scores={"r": None, "f": None, "m": None, "i": None},
+                metrics={},
+                cause="erasure",
+                thresholds_version=ctx.thresholds.version,
+                scheme=ctx.scheme.id,
+                at=ctx.wall,
+            )
+        index: dict[str, int | None] = {}
+        due = None
+    else:
+        expire(c, window, ctx.now)
+        m = metrics(c, window, ctx.now)
+        change = rescore(c, ctx, cause, m)
+        c.tally = (m.orders, m.monetary)
+        index = {
+            "r": m.last_order_at,
+            "f": m.orders if c.has_orders else None,
+            "m": m.monetary if c.has_orders else None,
+            "i": m.interactions if c.has_interactions else None,
+        }
+        churn, at_risk_from = assess_churn(c, ctx)
+        dues = [next_due(c, window), at_risk_from]
+        if settings.scoring.mode == "fixed" and c.last_order_at is not None:
+            dues.append(next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r")))
+        due = min((d for d in dues if d is not None), default=None)
+    return Commit(
+        customer=c,
+        before=loaded.before,
+        segment_before=seg_before,
+        thresholds_version=ctx.thresholds.version,
+        index=index,
+        due=due,
+        changes=[ch for ch in (change, churn) if ch is not None],
+        clock=clock,
+        erase=erase,
+        forget=forget,
+        check_thresholds=settings.scoring.mode == "quantile",
+        model_version=fenced_model_version(ctx),
+    )
+
+
+def fold(
+    loaded: Loaded,
+    items: list[tuple[Record, Event]],
+    ctx: ScoringContext,
+    batch_clock: int,
+) -> Outcome:
+    """Apply a customer's events of one batch in order; a duplicate or a rejected event
+    changes nothing and the rest still apply."""
+    out = Outcome()
+    c = loaded.customer
+    settings = ctx.settings
+    window = settings.window_ms
+    cause = None
+    erased = False
+    for record, event in items:
+        try:
+            if isinstance(event, OrderEvent):
+                apply_order(c, event, window, ctx.now)
+                cause = "refund" if event.refund else "order"
+            elif isinstance(event, InteractionEvent):
+                weight = settings.interaction_weights[event.kind]
+                apply_interaction(c, event, weight, window, ctx.now)
+                cause = "interaction"
+            else:
+                cause = "erasure"
+                erased = True
+                c = Customer(
+                    customer_id=c.customer_id, segment=c.segment, seq=c.seq, version=c.version
+                )
+                loaded = Loaded(c, loaded.before)
+            out.accepted += 1
+        except Duplicate:
+            out.duplicates += 1
+        except Rejected as exc:
+            out.dead.append(DeadLetter(record, str(exc)))
+    if cause is None:
+        return out
+    clock = batch_clock if settings.scoring.clock == "event" else None
+    if cause == "erasure" and not c.exists:
+        out.commit = commit_for(loaded, ctx, cause, clock, erase=True)
+    else:
+        out.commit = commit_for(loaded, ctx, cause, clock, forget=erased)
+    out.commit.accepted = out.accepted
+    return out
+
+
+def rescored(ctx: ScoringContext, cause: str, loaded: Loaded) -> Outcome:
+    """A stored customer re-scored as is; one that no longer exists needs nothing."""
+    if not loaded.customer.exists:
+        return Outcome()
+    return Outcome(commit=commit_for(loaded, ctx, cause))
