@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from stream.config import Settings
 from stream.events import (
@@ -31,16 +31,25 @@ from stream.prediction import Model
 from stream.rescore import ScoringContext, fixed_thresholds
 from stream.scoring import Thresholds
 from stream.segments import Scheme
-from stream.store.commits import Commit, CommitResult, Loaded
+from stream.store.commits import Commit, CommitResult, Loaded, Standing
 from stream.store.redis_store import RedisStore
 from stream.topics import Topics
-from stream.transitions import DeadLetter, Outcome, Record, fold, rescored
+from stream.transitions import (
+    DeadLetter,
+    Outcome,
+    Record,
+    fold,
+    rescored,
+    rescored_standing,
+    standing_suffices,
+)
 
 log = logging.getLogger("rfm.processor")
 MAX_ATTEMPTS = 20
 # customers per pipeline step: small enough that Redis and Python overlap, big enough that
 # a script call's fixed cost stays small
 PIPELINE_CHUNK = 250
+State = TypeVar("State", Loaded, Standing | None)
 
 
 def wall_ms() -> int:
@@ -49,6 +58,17 @@ def wall_ms() -> int:
 
 def _rescore_one(ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> Outcome:
     return rescored(ctx, cause, loaded)
+
+
+def _rescore_standing(
+    ctx: ScoringContext, cause: str, stale: set[str], cid: str, standing: Standing | None
+) -> Outcome:
+    """From the standing when it suffices; else ``cid`` joins ``stale`` for a full re-score."""
+    out = None if standing is None else rescored_standing(ctx, cause, standing)
+    if out is None:
+        stale.add(cid)
+        return Outcome()
+    return out
 
 
 class Publisher(Protocol):
@@ -76,6 +96,25 @@ CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: 
 def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, bytes]]:
     cid = commit.customer.customer_id
     return [(cid, body, oid) for body, oid in zip(commit.bodies, result.outbox_ids, strict=True)]
+
+
+def _settle(
+    attempted: list[tuple[str, Outcome, CommitResult | None]],
+    changes: list[tuple[str, bytes, bytes]],
+) -> tuple[set[str], bool]:
+    """Collect what committed into ``changes``; returns who must be retried, and whether
+    the thresholds (or model) moved under them."""
+    retry: set[str] = set()
+    reload = False
+    for cid, outcome, result in attempted:
+        if result is None or outcome.commit is None:
+            continue
+        if not result.ok:
+            retry.add(cid)
+            reload = reload or result.reason == "thresholds"
+        else:
+            changes.extend(_published(outcome.commit, result))
+    return retry, reload
 
 
 def _event_ids(pending: dict[str, list[tuple[Record, Event]]], cid: str) -> list[str]:
@@ -175,7 +214,7 @@ class Processor:
             ctx = await self.context(batch_clock, reload)
             attempted = await self._pipeline(
                 list(pending),
-                partial(_event_ids, pending),
+                partial(self._load_for, pending),
                 partial(self._fold_one, pending, ctx, batch_clock),
             )
             retry: set[str] = set()
@@ -203,23 +242,28 @@ class Processor:
         await self.store.add_stats(duplicates=stats.duplicates, rejected=stats.rejected)
         return stats
 
+    def _load_for(
+        self, pending: dict[str, list[tuple[Record, Event]]], chunk: list[str]
+    ) -> Coroutine[Any, Any, dict[str, Loaded]]:
+        return self.store.load({cid: _event_ids(pending, cid) for cid in chunk})
+
     async def _pipeline(
         self,
         ids: list[str],
-        wanted: Callable[[str], list[str]],
-        fold: Callable[[str, Loaded], Outcome],
+        read: Callable[[list[str]], Coroutine[Any, Any, dict[str, State]]],
+        fold: Callable[[str, State], Outcome],
     ) -> list[tuple[str, Outcome, CommitResult | None]]:
-        """Load, fold and commit each customer once, in chunks of disjoint customers run as
-        a pipeline: Redis loads the next chunk and commits the previous one while this
+        """Read, fold and commit each customer once, in chunks of disjoint customers run as
+        a pipeline: Redis reads the next chunk and commits the previous one while this
         process folds the current one, so the two work side by side instead of waiting on
-        each other. ``wanted(cid)``: the event ids whose dedupe marks to read. Returns each
-        customer's outcome and commit result (``None`` when nothing needed committing)."""
+        each other. Returns each customer's outcome and commit result (``None`` when
+        nothing needed committing)."""
         chunks = [ids[i : i + PIPELINE_CHUNK] for i in range(0, len(ids), PIPELINE_CHUNK)]
         if not chunks:
             return []
 
-        def load(chunk: list[str]) -> asyncio.Task[dict[str, Loaded]]:
-            return asyncio.ensure_future(self.store.load({cid: wanted(cid) for cid in chunk}))
+        def load(chunk: list[str]) -> asyncio.Task[dict[str, State]]:
+            return asyncio.ensure_future(read(chunk))
 
         tasks: list[asyncio.Task[Any]] = []
         folded: list[tuple[list[tuple[str, Outcome]], asyncio.Task[list[CommitResult]]]] = []
@@ -266,41 +310,56 @@ class Processor:
         cause: str,
         batch: int = 1000,
         before_batch: Callable[[], Awaitable[None]] | None = None,
+        standing: bool = False,
     ) -> int:
-        """Re-score the given customers against the current context; returns changes made."""
+        """Re-score the given customers against the current context; returns changes made.
+
+        ``standing``: only the thresholds moved since these customers were committed (a
+        refresh), so each starts from its standing (``stream.store.commits.Standing``)
+        unless the clock or the context needs its full state.
+        """
         ids = list(customer_ids)
         made = 0
         for start in range(0, len(ids), batch):
             if before_batch is not None:
                 await before_batch()
-            pending = set(ids[start : start + batch])
+            chunk = set(ids[start : start + batch])
+            lean, full = (chunk, set()) if standing else (set(), chunk)
             reload = True
             changes: list[tuple[str, bytes, bytes]] = []
             for _attempt in range(MAX_ATTEMPTS):
-                if not pending:
+                if not lean and not full:
                     break
                 ctx = await self.context(reload=reload)
-                attempted = await self._pipeline(
-                    sorted(pending),
-                    lambda _cid: [],
-                    partial(_rescore_one, ctx, cause),
-                )
-                retry = set()
+                if not standing_suffices(ctx):
+                    lean, full = set(), lean | full
+                stale: set[str] = set()
+                retry_lean: set[str] = set()
                 reload = False
-                for cid, outcome, result in attempted:
-                    if result is None or outcome.commit is None:
-                        continue
-                    if not result.ok:
-                        retry.add(cid)
-                        reload = reload or result.reason == "thresholds"
-                    else:
-                        changes.extend(_published(outcome.commit, result))
-                pending = retry
+                if lean:
+                    attempted = await self._pipeline(
+                        sorted(lean),
+                        self.store.standings,
+                        partial(_rescore_standing, ctx, cause, stale),
+                    )
+                    retry_lean, reload = _settle(attempted, changes)
+                full |= stale
+                retry_full: set[str] = set()
+                if full:
+                    attempted = await self._pipeline(
+                        sorted(full), self._load_whole, partial(_rescore_one, ctx, cause)
+                    )
+                    retry_full, again = _settle(attempted, changes)
+                    reload = reload or again
+                lean, full = retry_lean, retry_full
             else:
-                raise RuntimeError(f"could not re-score {len(pending)} customers")
+                raise RuntimeError(f"could not re-score {len(lean | full)} customers")
             await self._publish(changes, [])
             made += len(changes)
         return made
+
+    def _load_whole(self, chunk: list[str]) -> Coroutine[Any, Any, dict[str, Loaded]]:
+        return self.store.load({cid: [] for cid in chunk})
 
     # ---- output -----------------------------------------------------------------------
 

@@ -76,7 +76,7 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
                 raise LeaseBusy("lost the refresh lease while re-scoring")
 
         changes = await processor.rescore(
-            sorted(candidates), "threshold_refresh", before_batch=keep_lease
+            sorted(candidates), "threshold_refresh", before_batch=keep_lease, standing=True
         )
         if await store.settle_thresholds(token, target) < 0:
             raise LeaseBusy("lost the refresh lease before recording the refresh as settled")

@@ -26,7 +26,7 @@ from stream.customer import (
 from stream.events import Event, InteractionEvent, OrderEvent, Rejected
 from stream.rescore import ScoringContext, assess_churn, rescore
 from stream.scoring import next_recency_move
-from stream.store.commits import Commit, Loaded
+from stream.store.commits import Commit, Loaded, Standing
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,3 +195,40 @@ def rescored(ctx: ScoringContext, cause: str, loaded: Loaded) -> Outcome:
     if not loaded.customer.exists:
         return Outcome()
     return Outcome(commit=commit_for(loaded, ctx, cause))
+
+
+def standing_suffices(ctx: ScoringContext) -> bool:
+    """Whether a re-score under ``ctx`` can start from a customer's standing: with quantile
+    edges and no churn flag, a score depends on the clock only through the window, and the
+    standing's due time says when that next matters."""
+    return ctx.settings.scoring.mode == "quantile" and not ctx.churn_on
+
+
+def rescored_standing(ctx: ScoringContext, cause: str, standing: Standing) -> Outcome | None:
+    """A stored customer re-scored from its standing: the same scores, segment and change
+    as ``rescored`` gives from its full state, without reading or rewriting its orders or
+    index entries. ``None`` when the standing cannot tell (the clock has reached its due
+    time, or ``ctx`` scores by more than the indexed metrics): re-score it in full."""
+    if not standing_suffices(ctx) or (standing.due is not None and standing.due <= ctx.now):
+        return None
+    c = standing.customer
+    if not c.exists:
+        return Outcome()
+    segment_before, scores_before, flagged = c.segment, c.scores, c.churn_risk
+    change = rescore(c, ctx, cause, standing.metrics)
+    c.churn_risk = False  # as ``assess_churn`` leaves it with churn events off
+    if change is None and c.scores == scores_before and not flagged:
+        return Outcome()  # nothing it stores depends on the thresholds that moved
+    return Outcome(
+        commit=Commit(
+            customer=c,
+            before=standing.before,
+            segment_before=segment_before,
+            thresholds_version=ctx.thresholds.version,
+            index=None,
+            due=None,
+            changes=[] if change is None else [change],
+            check_thresholds=True,
+            model_version=fenced_model_version(ctx),
+        )
+    )

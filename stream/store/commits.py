@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.changes import SegmentChange
-from stream.customer import Customer
+from stream.customer import Customer, Metrics
 from stream.store.codec import (
     customer_from_fields,
     diff,
@@ -30,12 +30,23 @@ class Loaded:
 
 
 @dataclass
+class Standing:
+    """A stored customer as a re-score against new thresholds sees it: its summary fields
+    (no orders, no interactions) and its metrics as the population indexes hold them."""
+
+    customer: Customer
+    before: dict[str, str]
+    metrics: Metrics
+    due: int | None  # until then the indexed metrics are exact
+
+
+@dataclass
 class Commit:
     customer: Customer
     before: dict[str, str]
     segment_before: str | None
     thresholds_version: int
-    index: dict[str, int | None]
+    index: dict[str, int | None] | None  # None: index and due entries stay as stored
     due: int | None
     changes: list[SegmentChange] = field(default_factory=list)  # segment move, then churn flag
     clock: int | None = None
@@ -86,9 +97,11 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         "v": str(cust.version),
         "set": sets,
         "del": dels,
-        "ix": {d: (False if c.index.get(d) is None else str(c.index[d])) for d in DIMS},
-        "due": False if c.due is None else str(c.due),
     }
+    if c.index is not None:
+        index = c.index
+        doc["ix"] = {d: (False if index.get(d) is None else str(index[d])) for d in DIMS}
+        doc["due"] = False if c.due is None else str(c.due)
     seg_after = None if c.erase else cust.segment
     if seg_after != c.segment_before:
         doc["seg"] = [c.segment_before or "", seg_after or ""]
@@ -135,3 +148,49 @@ def loaded_from_reply(
     # as stored, so the commit writes exactly what differs (derived fields too)
     stored.pop("v", None)
     return Loaded(customer, stored)
+
+
+# standing.lua's fields, in its HMGET order
+STANDING_FIELDS = ("v", "fo", "lo", "li", "ch", "sc", "sg", "sq", "tl", "lt", "cr")
+
+
+def _indexed(raw: bytes | None) -> int | None:
+    return None if raw is None else int(raw)
+
+
+def standing_from_reply(
+    customer_id: str, values: Sequence[bytes | None], scores: Sequence[bytes | None]
+) -> Standing | None:
+    """One customer of a standing.lua reply: its summary fields and its r, f, m, i and due
+    scores. ``None`` when the index does not account for the hash as the commit script
+    writes them together (a layout this code never wrote): re-score it from its full state.
+    An absent customer comes back as one that does not exist."""
+    stored = {
+        name: raw.decode("utf-8")
+        for name, raw in zip(STANDING_FIELDS, values, strict=True)
+        if raw is not None
+    }
+    try:
+        r, f, m, i, due = (_indexed(x) for x in scores)
+    except ValueError:  # a score beyond integer precision: not one of ours
+        return None
+    customer = customer_from_fields(customer_id, stored)
+    stored.pop("v", None)
+    has_orders, has_interactions = customer.has_orders, customer.has_interactions
+    if (
+        r != customer.last_order_at
+        or (f is not None) != has_orders
+        or (m is not None) != has_orders
+        or (i is not None) != has_interactions
+        or (customer.exists and "tl" not in stored)
+    ):
+        return None
+    metrics = Metrics(
+        orders=f or 0,
+        monetary=m or 0,
+        interactions=i or 0,
+        first_order_at=customer.first_order_at,
+        last_order_at=customer.last_order_at,
+        last_interaction_at=customer.last_interaction_at,
+    )
+    return Standing(customer, stored, metrics, due)

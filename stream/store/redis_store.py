@@ -24,7 +24,15 @@ from stream.customer import Customer
 from stream.prediction import Model
 from stream.scoring import Thresholds, quantile_ranks
 from stream.store.codec import decode_customer
-from stream.store.commits import Commit, CommitResult, Loaded, commit_doc, loaded_from_reply
+from stream.store.commits import (
+    Commit,
+    CommitResult,
+    Loaded,
+    Standing,
+    commit_doc,
+    loaded_from_reply,
+    standing_from_reply,
+)
 from stream.store.keys import DIMS, Keys, LayoutMismatch
 from stream.store.wire import pack_with_hiredis
 
@@ -115,6 +123,7 @@ class RedisStore:
     def __post_init__(self) -> None:
         self._commit = self.redis.register_script(_script("commit.lua"))
         self._load = self.redis.register_script(_script("load.lua"))
+        self._standing = self.redis.register_script(_script("standing.lua"))
         self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
         self._publish_model = self.redis.register_script(_script("publish_model.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
@@ -201,6 +210,26 @@ class RedisStore:
             for cid, (flat, marks) in zip(chunk, reply, strict=True):
                 out[cid] = loaded_from_reply(cid, flat, marks, wanted[cid], now)
         return {cid: out[cid] for cid in wanted}
+
+    async def standings(self, ids: Sequence[str]) -> dict[str, Standing | None]:
+        """Customers by id as a re-score against new thresholds sees them (``None``: this
+        one needs its full state, see ``standing_from_reply``)."""
+        chunks: list[list[str]] = []
+        calls: list[tuple[list[str], list[Any]]] = []
+        k = self.keys
+        for shard, members in self._by_shard(ids).items():
+            fixed = [*k.indexes(shard), k.due(shard)]
+            for start in range(0, len(members), COMMIT_CHUNK):
+                chunk = members[start : start + COMMIT_CHUNK]
+                chunks.append(chunk)
+                calls.append((fixed + [k.customer(cid) for cid in chunk], list(chunk)))
+        out: dict[str, Standing | None] = {}
+        for chunk, (fields, *scores) in zip(
+            chunks, await self._run_scripts(self._standing, calls), strict=True
+        ):
+            for n, cid in enumerate(chunk):
+                out[cid] = standing_from_reply(cid, fields[n], [z[n] for z in scores])
+        return {cid: out[cid] for cid in ids}
 
     async def commit(self, commits: Sequence[Commit]) -> list[CommitResult]:
         """Commit customers scored against one context, in script calls of ``COMMIT_CHUNK``

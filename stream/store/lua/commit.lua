@@ -23,7 +23,8 @@ ARGV[4]  expiry of the marks this batch adds, ms
 ARGV[5]  JSON array, one document per customer, in KEYS order:
          {"id": customer id, "v": expected version (0 = absent),
           "set": [field, value, ...], "del": [field, ...],
-          "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false,
+          "ix": {"r": "score"|false, ...} (false removes), "due": "ms"|false (both
+          absent: leave the customer's index and due entries as they are),
           "erase": true (delete the customer), "forget": true (an erasure: drop its marks),
           "marks": [event id, ...] (dedupe marks to add), "clock": "ms",
           "out": ["change json", ...] (segment move, then churn; their history entries
@@ -95,18 +96,21 @@ for n, doc in ipairs(docs) do
         redis.call('HDEL', hash, unpack(doc['del']))
       end
     end
-    for d, dim in ipairs({'r', 'f', 'm', 'i'}) do
-      local score = doc['ix'][dim]
-      if score then
-        redis.call('ZADD', KEYS[3 + d], score, member)
-      else
-        redis.call('ZREM', KEYS[3 + d], member)
+    local ix = doc['ix']
+    if ix then -- absent: a re-score from the standing, whose metrics did not move
+      for d, dim in ipairs({'r', 'f', 'm', 'i'}) do
+        local score = ix[dim]
+        if score then
+          redis.call('ZADD', KEYS[3 + d], score, member)
+        else
+          redis.call('ZREM', KEYS[3 + d], member)
+        end
       end
-    end
-    if doc['due'] then
-      redis.call('ZADD', KEYS[8], doc['due'], member)
-    else
-      redis.call('ZREM', KEYS[8], member)
+      if doc['due'] then
+        redis.call('ZADD', KEYS[8], doc['due'], member)
+      else
+        redis.call('ZREM', KEYS[8], member)
+      end
     end
     local new_marks = doc['marks']
     if new_marks and #new_marks > 0 then
