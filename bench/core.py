@@ -6,8 +6,9 @@ Redis; this one isolates the Python the worker spends per customer, so a change 
 
 - ``fold``: an order event's bytes -> parsed -> folded into a new customer -> commit.lua's
   document -> JSON, as ``Processor.process`` does per customer;
-- ``rescore``: a stored customer as load.lua returns it -> decoded -> re-scored against
-  moved thresholds -> commit document -> JSON, as a threshold refresh does per candidate.
+- ``rescore``: a stored customer's standing as standing.lua returns it -> decoded ->
+  re-scored against moved thresholds -> commit document -> JSON, as a threshold refresh
+  does per candidate.
 
 Each is the best of a few passes (the least disturbed), in microseconds per customer.
 """
@@ -32,9 +33,15 @@ from stream.processor import wall_ms
 from stream.rescore import ScoringContext
 from stream.scoring import Thresholds
 from stream.segments import load_scheme
-from stream.store.commits import Loaded, commit_doc, loaded_from_reply
+from stream.store.commits import (
+    STANDING_FIELDS,
+    Loaded,
+    commit_doc,
+    loaded_from_reply,
+    standing_from_reply,
+)
 from stream.topics import Topics
-from stream.transitions import Record, fold, rescored
+from stream.transitions import Record, fold, rescored_standing
 from stream.tuning import tune_gc
 
 CUSTOMERS = 5_000
@@ -66,8 +73,12 @@ def _best_us(passes: int, n: int, run: Callable[[], object]) -> float:
     return best
 
 
-def _stored(loaded: Loaded, doc: dict[str, object]) -> list[bytes]:
-    """The customer's hash after the commit, as load.lua returns it (a flat field list)."""
+Reply = tuple[list[bytes | None], list[bytes | None]]
+
+
+def _standing(loaded: Loaded, doc: dict[str, object]) -> Reply:
+    """The customer after the commit, as standing.lua returns it: summary fields, then its
+    r, f, m, i and due scores."""
     fields = dict(loaded.before)
     sets = doc["set"]
     assert isinstance(sets, list)
@@ -75,7 +86,13 @@ def _stored(loaded: Loaded, doc: dict[str, object]) -> list[bytes]:
     for name in doc["del"]:  # type: ignore[attr-defined]
         fields.pop(name, None)
     fields["v"] = str(int(str(doc["v"])) + 1)
-    return [s.encode("utf-8") for kv in fields.items() for s in kv]
+    index = doc["ix"]
+    assert isinstance(index, dict)
+    scores = [*(index[d] for d in "rfmi"), doc["due"]]
+    return (
+        [None if f not in fields else fields[f].encode() for f in STANDING_FIELDS],
+        [s.encode() if isinstance(s, str) else None for s in scores],
+    )
 
 
 class Workbench:
@@ -103,7 +120,7 @@ class Workbench:
         )
         self.records = [Record(topic, 0, n, k, v) for n, (k, v) in enumerate(work.events)]
         self.ids = [k.decode() for k, _ in work.events]
-        self.stored: list[tuple[str, list[bytes]]] = []
+        self.stored: list[tuple[str, Reply]] = []
 
     def fold(self, keep: bool = False) -> list[dict[str, object]]:
         """Every customer's first order; ``keep``: remember the results for ``rescore``."""
@@ -118,17 +135,20 @@ class Workbench:
             orjson.dumps(doc)
             if keep:
                 docs.append(doc)
-                self.stored.append((cid, _stored(loaded, doc)))
+                self.stored.append((cid, _standing(loaded, doc)))
         return docs
 
     def rescore(self, keep: bool = False) -> list[dict[str, object]]:
         """Every stored customer against the moved thresholds (after ``fold(keep=True)``)."""
         docs = []
-        for cid, flat in self.stored:
-            loaded = loaded_from_reply(cid, flat, [], [], self.now)
-            commit = rescored(self.after, "threshold_refresh", loaded).commit
-            assert commit is not None
-            doc = commit_doc(commit)
+        for cid, (values, scores) in self.stored:
+            standing = standing_from_reply(cid, values, scores)
+            assert standing is not None
+            out = rescored_standing(self.after, "threshold_refresh", standing)
+            assert out is not None
+            if out.commit is None:  # its scores did not move: a refresh writes nothing
+                continue
+            doc = commit_doc(out.commit)
             orjson.dumps(doc)
             if keep:
                 docs.append(doc)

@@ -119,7 +119,8 @@ def test_rfm_native_1_serves_every_listed_module_compiled() -> None:
 
 @pytest.mark.usefixtures("compiled")
 def test_compiled_and_plain_core_send_redis_the_same_documents() -> None:
-    """Both paths of 2,000 customers (a first order each, then a refresh that moves edges):
+    """Both paths of 2,000 customers (a first order each, then a refresh from their standings
+    that moves edges):
     every commit document byte for byte, so compiling changes speed and nothing else."""
     code = (
         "import hashlib, orjson\n"
@@ -133,5 +134,7 @@ def test_compiled_and_plain_core_send_redis_the_same_documents() -> None:
     assert plain.returncode == 0, plain.stderr
     assert compiled.returncode == 0, compiled.stderr
     count, moves, _ = plain.stdout.split()
-    assert int(count) == 4000 and 2000 < int(moves) < 4000  # all first assignments + some moves
+    # every first assignment, then a commit for each customer the refresh re-scores (those
+    # whose M score moved), some with a segment move
+    assert 3000 < int(count) < 4000 and 2000 < int(moves) < int(count)
     assert compiled.stdout == plain.stdout
