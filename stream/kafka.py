@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.config import Settings
+from stream.partitioning import partition_for
 from stream.topics import Topics
 
 
@@ -80,9 +81,9 @@ async def delete_topics(settings: Settings, *prefixes: str) -> int:
 class KeyPartitioner:
     """Kafka's default partitioner, exactly as aiokafka's ``send`` applies it, once per key.
 
-    A customer's events must stay in one partition, in order, and every producer here is
-    aiokafka: so a key goes where aiokafka's ``DefaultPartitioner`` (murmur2 of the key, as
-    the Java client) sends it. Hashing is pure Python there, so each key's partition is
+    A customer's events must stay in one partition, in order, whichever client produced
+    them: a key goes where aiokafka's ``DefaultPartitioner`` and the Java client send it
+    (``stream.partitioning``, compiled with the core), and each key's partition is
     remembered. Records without a key go to a random partition, as with ``send``.
     """
 
@@ -101,7 +102,7 @@ class KeyPartitioner:
         if partition is None:
             if len(self._known) >= self._remember:
                 self._known.clear()  # bounded memory for very many customers
-            partition = int(self._partitioner(key, self.partitions, self.partitions))
+            partition = self.partitions[partition_for(key, len(self.partitions))]
             self._known[key] = partition
         return partition
 

@@ -37,6 +37,7 @@ MODULES = (
     "stream.customer",
     "stream.events",
     "stream.money",
+    "stream.partitioning",
     "stream.rescore",
     "stream.scoring",
     "stream.segments",
