@@ -34,9 +34,7 @@ BATCH_WITHIN_S = 0.02
 
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
-    store = RedisStore(
-        connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
-    )
+    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     consumer = AIOKafkaConsumer(
         *Topics(settings.topic_prefix).inputs,

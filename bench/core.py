@@ -5,9 +5,9 @@ Redis; this one isolates the Python the worker spends per customer, so a change 
 (or compiling it, see ``stream.native``) shows up as a number that can be compared:
 
 - ``fold``: an order event's bytes -> parsed -> folded into a new customer -> commit.lua's
-  document -> JSON, as ``Processor.process`` does per customer;
+  document -> its flat script record, as ``Processor.process`` does per customer;
 - ``rescore``: a stored customer's standing as standing.lua returns it -> decoded ->
-  re-scored against moved thresholds -> commit document -> JSON, as a threshold refresh
+  re-scored against moved thresholds -> commit document -> flat record, as a threshold refresh
   does per candidate.
 
 Each is the best of a few passes (the least disturbed), in microseconds per customer.
@@ -37,6 +37,7 @@ from stream.store.commits import (
     STANDING_FIELDS,
     Loaded,
     commit_doc,
+    commit_record,
     loaded_from_reply,
     standing_from_reply,
 )
@@ -132,7 +133,7 @@ class Workbench:
             commit = fold(loaded, [(record, event)], self.before, 0).commit
             assert commit is not None
             doc = commit_doc(commit)
-            orjson.dumps(doc)
+            commit_record(doc)
             if keep:
                 docs.append(doc)
                 self.stored.append((cid, _standing(loaded, doc)))
@@ -149,7 +150,7 @@ class Workbench:
             if out.commit is None:  # its scores did not move: a refresh writes nothing
                 continue
             doc = commit_doc(out.commit)
-            orjson.dumps(doc)
+            commit_record(doc)
             if keep:
                 docs.append(doc)
         return docs

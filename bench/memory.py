@@ -6,7 +6,9 @@ classed by its first segment (``c`` state hash, ``h`` recent changes, ``d`` dedu
 ``ix`` indexes, ``due``, ...); up to ``SAMPLE`` keys of each class are measured exactly and
 scaled to the class's key count. New kinds of per-customer key are counted without this
 module knowing them. Dedupe marks are reported apart: they expire after ``dedupe_window``
-and grow with events, not customers.
+and grow with events, not customers. They live in the state hashes (``e:<event id>``
+fields; the ``d`` zsets are the older layout), so their share of each sampled hash is
+measured as the hash's usage minus that of a copy without them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,25 @@ async def _usage(redis: Any, keys: list[bytes]) -> int:
     return sum(int(n or 0) for n in await pipe.execute())
 
 
+async def _marks_usage(redis: Any, keys: list[bytes], scratch: str) -> int:
+    """Bytes the ``e:`` fields take in these hashes (same encoding, same Redis)."""
+    total = 0
+    for key in keys:
+        fields = await redis.hgetall(key)
+        rest = {k: v for k, v in fields.items() if not k.startswith(b"e:")}
+        if len(rest) == len(fields):
+            continue
+        pipe = redis.pipeline(transaction=True)
+        pipe.memory_usage(key, samples=0)
+        pipe.delete(scratch)
+        pipe.hset(scratch, mapping=rest)
+        pipe.memory_usage(scratch, samples=0)
+        pipe.delete(scratch)
+        full, _, _, without, _ = await pipe.execute()
+        total += int(full) - int(without)
+    return total
+
+
 async def measure(settings: Settings, sample: int = SAMPLE, seed: int = 7) -> Memory:
     prefix = settings.key_prefix.encode()
     redis = connect(settings.redis_url)
@@ -51,11 +72,16 @@ async def measure(settings: Settings, sample: int = SAMPLE, seed: int = 7) -> Me
             return Memory(0, 0.0, 0.0)
         rng = random.Random(seed)
         total: dict[str, float] = {}
+        marks = 0.0
         for name, keys in classes.items():
             picked = keys if len(keys) <= sample else rng.sample(keys, sample)
             total[name] = await _usage(redis, picked) * len(keys) / len(picked)
+            if name == STATE:
+                scratch = f"{settings.key_prefix}bench-scratch"
+                marks = await _marks_usage(redis, picked, scratch) * len(keys) / len(picked)
+                total[name] -= marks
         parts = {name: b / customers for name, b in sorted(total.items(), key=lambda kv: -kv[1])}
-        dedupe = parts.pop(DEDUPE, 0.0)
+        dedupe = parts.pop(DEDUPE, 0.0) + marks / customers
         return Memory(customers, sum(parts.values()), dedupe, parts)
     finally:
         await redis.aclose()

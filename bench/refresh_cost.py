@@ -84,9 +84,7 @@ async def measure(
     say: Callable[[str], None] = lambda _: None,
     newcomers: int = NEWCOMERS,
 ) -> RefreshCost:
-    store = RedisStore(
-        connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
-    )
+    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
     buckets = settings.scoring.buckets
     processor = Processor(
         settings, store, load_scheme(settings.scoring.scheme, buckets), Collector()

@@ -54,6 +54,8 @@ class Customer:
     # event ids known to be applied (loaded for this batch) and the ones this batch adds
     seen_events: set[str] = field(default_factory=set)
     new_events: list[str] = field(default_factory=list)
+    # the dedupe marks kept in the customer's own hash: event id -> when it expires (ms)
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def has_orders(self) -> bool:

@@ -95,7 +95,8 @@ CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: 
 
 def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, bytes]]:
     cid = commit.customer.customer_id
-    return [(cid, body, oid) for body, oid in zip(commit.bodies, result.outbox_ids, strict=True)]
+    oid = result.outbox_id or b""
+    return [(cid, body, oid) for body in commit.bodies]
 
 
 def _settle(

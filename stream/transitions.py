@@ -127,6 +127,14 @@ def commit_for(
         dues = [next_due(c, window), at_risk_from]
         if settings.scoring.mode == "fixed" and c.last_order_at is not None:
             dues.append(next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r")))
+        if c.new_events:
+            expires = ctx.wall + settings.store.dedupe_window_ms
+            for event_id in c.new_events:
+                c.marks[event_id] = expires
+        if c.marks and settings.scoring.clock == "wall":
+            # the clock sweep then drops the marks of a customer who went quiet; due times
+            # run on the event clock otherwise, and marks on the wall's
+            dues.append(min(c.marks.values()))
         due = min((d for d in dues if d is not None), default=None)
     return Commit(
         customer=c,

@@ -102,9 +102,7 @@ def score_events(
     out = Collector()
 
     async def run() -> None:
-        store = RedisStore(
-            connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
-        )
+        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
         scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
         processor = Processor(settings, store, scheme, out)
         try:

@@ -68,7 +68,13 @@ class Observer:
         return int(self.client.xlen(f"{self.prefix}:outbox"))
 
     def outbox(self) -> list[bytes]:
-        return [f[b"e"] for _, f in self.client.xrange(f"{self.prefix}:outbox")]
+        """Every change in the outbox (an entry holds a commit call's changes as e<k>)."""
+        return [
+            body
+            for _, fields in self.client.xrange(f"{self.prefix}:outbox")
+            for name, body in fields.items()
+            if name.startswith(b"e")
+        ]
 
     def close(self) -> None:
         self.client.close()

@@ -155,11 +155,7 @@ def test_refresh_rescores_only_customers_who_move(isolated: Isolated) -> None:
         history.append(e)
 
     async def run() -> None:
-        store = RedisStore(
-            connect(settings.redis_url),
-            Keys(settings.key_prefix),
-            settings.store.dedupe_window_ms,
-        )
+        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
         out = Collector()
         processor = Processor(settings, store, load_scheme(settings.scoring.scheme, BUCKETS), out)
         try:

@@ -123,16 +123,20 @@ class Spy:
         store.load = counted_load  # type: ignore[method-assign]
 
 
+def _without_wall_time(field: bytes, value: bytes) -> bytes:
+    if field.startswith(b"h:"):
+        return value.rsplit(b" ", 1)[0]
+    return b"" if field.startswith(b"e:") else value
+
+
 async def stored_state(store: RedisStore, ids: Sequence[str]) -> dict[str, Any]:
-    """Everything a refresh writes, with wall-clock times (history entries) cut off."""
+    """Everything a refresh writes, with wall-clock times (of history entries, dedupe
+    mark expiries) cut off."""
     k, r = store.keys, store.redis
     out: dict[str, Any] = {}
     for cid in ids:
         fields = await r.hgetall(k.customer(cid))
-        out[cid] = {
-            f.decode(): (v.rsplit(b" ", 1)[0] if f.startswith(b"h:") else v).decode()
-            for f, v in fields.items()
-        }
+        out[cid] = {f.decode(): _without_wall_time(f, v).decode() for f, v in fields.items()}
     for key in [*k.indexes(), k.due()]:
         out[key.rsplit(":", 1)[-1]] = await r.zrange(key, 0, -1, withscores=True)
     for key in (k.counts(), k.segment_report(), k.grid()):
@@ -148,9 +152,7 @@ def published(collector: Collector) -> list[dict[str, Any]]:
 
 
 async def scenario(settings: Settings, processor_type: type[Processor]) -> tuple[Any, ...]:
-    store = RedisStore(
-        connect(settings.redis_url), Keys(settings.key_prefix), settings.store.dedupe_window_ms
-    )
+    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
     out = Collector()
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     processor = processor_type(settings, store, scheme, out)

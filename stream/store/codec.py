@@ -5,7 +5,8 @@ Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` ch
 ``tl`` "orders,monetary" as last committed (its share of the segment report),
 ``lt`` lifetime purchases "purchase_days,spend,first_day_spend", ``cr`` "1" when at churn risk,
 ``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight,
-``h:<seq>`` -> the change numbered seq, ``[from, to, cause, at]`` (the HISTORY newest only).
+``h:<seq>`` -> the change numbered seq, ``[from, to, cause, at]`` (the HISTORY newest only),
+``e:<event_id>`` -> when that event's dedupe mark expires (epoch ms).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def customer_from_fields(customer_id: str, fields: dict[str, str]) -> Customer:
             orders[key[2:]] = OrderRecord(int(at), int(amount), int(refunded), full == "1")
         elif head == "i:":
             c.interactions[int(key[2:])] = int(value)
+        elif head == "e:":
+            c.marks[key[2:]] = int(value)
         elif key == "fo":
             c.first_order_at = int(value)
         elif key == "lo":
@@ -117,6 +120,8 @@ def encode_customer(c: Customer) -> dict[str, str]:
         out[f"o:{order_id}"] = f"{r.at},{r.amount},{r.refunded},{int(r.full)}"
     for at, weight in c.interactions.items():
         out[f"i:{at}"] = str(weight)
+    for event_id, expires in c.marks.items():
+        out[f"e:{event_id}"] = str(expires)
     return out
 
 

@@ -65,7 +65,7 @@ class Commit:
 class CommitResult:
     ok: bool
     reason: str = ""
-    outbox_ids: list[bytes] = field(default_factory=list)
+    outbox_id: bytes | None = None  # the entry holding its changes (shared by its call)
 
 
 def _share_deltas(
@@ -106,15 +106,13 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     if seg_after != c.segment_before:
         doc["seg"] = [c.segment_before or "", seg_after or ""]
     if c.changes:
-        doc["out"] = [body.decode("utf-8") for body in c.bodies]
+        doc["out"] = c.bodies
     if c.clock is not None:
         doc["clock"] = str(c.clock)
     if c.erase:
         doc["erase"] = True
     if c.erase or c.forget:
         doc["forget"] = True
-    if cust.new_events:
-        doc["marks"] = cust.new_events
     if c.accepted:
         doc["acc"] = str(c.accepted)
     share_before, share_after = report_share(c.before), report_share(after)
@@ -130,6 +128,52 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     return doc
 
 
+def commit_record(doc: dict[str, Any]) -> list[Any]:
+    """A document as commit.lua takes it: one flat record of its ARGV (see its header).
+    Flat because Lua's JSON decoder cost a quarter of the script; Redis hands the script
+    each value as a ready string."""
+    sets: list[str] = doc["set"]
+    dels: list[str] = doc["del"]
+    out: list[bytes] = doc.get("out") or []
+    agg: dict[str, str] = doc.get("agg") or {}
+    grid: dict[str, str] = doc.get("grid") or {}
+    ix: dict[str, Any] | None = doc.get("ix")
+    seg: list[str] | None = doc.get("seg")
+    flags = ("x" if ix is not None else "") + ("s" if seg is not None else "")
+    if doc.get("erase"):
+        flags += "e"
+    if doc.get("forget"):
+        flags += "f"
+    record: list[Any] = [
+        doc["id"],
+        doc["v"],
+        flags,
+        len(sets),
+        len(dels),
+        len(out),
+        2 * len(agg),
+        2 * len(grid),
+        "" if seg is None else seg[0],
+        "" if seg is None else seg[1],
+        doc.get("clock", ""),
+        doc.get("acc", ""),
+    ]
+    if ix is not None:
+        for d in DIMS:
+            score = ix[d]
+            record.append(score if score is not False else "")
+        due = doc["due"]
+        record.append(due if due is not False else "")
+    record += sets
+    record += dels
+    record += out
+    for pair in agg.items():
+        record += pair
+    for pair in grid.items():
+        record += pair
+    return record
+
+
 def loaded_from_reply(
     customer_id: str,
     flat: Sequence[bytes],
@@ -137,11 +181,18 @@ def loaded_from_reply(
     wanted: Sequence[str],
     now: int,
 ) -> Loaded:
-    """One customer of a load.lua reply: its hash fields (flat name/value list) and, per
-    wanted event id, the expiry of its dedupe mark (``None`` = not applied)."""
+    """One customer of a load.lua reply: its hash fields (flat name/value list, dedupe
+    marks among them) and, per wanted event id, the expiry of its mark in the customer's
+    older marks zset (``None`` = none there)."""
     it = iter(flat)
     stored = {k.decode("utf-8"): v.decode("utf-8") for k, v in zip(it, it, strict=True)}
     customer = customer_from_fields(customer_id, stored)
+    kept = customer.marks
+    if kept:
+        for event_id in [e for e, expires in kept.items() if expires <= now]:
+            del kept[event_id]  # its field goes with the next commit's diff
+        customer.seen_events.update(kept)
+    # marks from before they moved into the hash: a zset per customer, expiring whole
     for event_id, expires in zip(wanted, marks, strict=False):
         if expires is not None and int(expires) > now:
             customer.seen_events.add(event_id)

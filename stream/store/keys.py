@@ -73,9 +73,9 @@ class Keys:
         return rest[1:]
 
     def applied(self, customer_id: str) -> str:
-        """Zset of the customer's applied event ids, scored by when the mark expires.
-
-        One key per customer (not one per event) so an erasure can delete every mark.
+        """Zset of the customer's applied event ids, scored by when the mark expires: the
+        older layout, still read until it expires. Marks now live in the customer's hash
+        (``e:<event id>`` fields, see ``stream.store.codec``): no key or command of their own.
         """
         return self._of("d", customer_id)
 

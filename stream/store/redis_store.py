@@ -30,6 +30,7 @@ from stream.store.commits import (
     Loaded,
     Standing,
     commit_doc,
+    commit_record,
     loaded_from_reply,
     standing_from_reply,
 )
@@ -57,7 +58,6 @@ def open_store(settings: Settings, **options: Any) -> RedisStore:
     return RedisStore(
         connect(settings.redis_url, cluster=settings.redis_cluster, **options),
         Keys(settings.key_prefix, settings.redis_shards),
-        settings.store.dedupe_window_ms,
     )
 
 
@@ -118,7 +118,6 @@ class RedisStore:
     # Typed Any: redis-py types replies as bytes | str for either decode mode; ours is bytes only.
     redis: Any
     keys: Keys = field(default_factory=Keys)
-    dedupe_ttl_ms: int = 30 * 86_400_000
 
     def __post_init__(self) -> None:
         self._commit = self.redis.register_script(_script("commit.lua"))
@@ -199,10 +198,14 @@ class RedisStore:
             for start in range(0, len(ids), COMMIT_CHUNK):
                 chunk = ids[start : start + COMMIT_CHUNK]
                 keys: list[str] = []
+                args: list[Any] = []
                 for cid in chunk:
                     keys += (self.keys.customer(cid), self.keys.applied(cid))
+                    asked = wanted[cid]
+                    args.append(len(asked))
+                    args += asked
                 chunks.append(chunk)
-                calls.append((keys, [orjson.dumps([list(wanted[cid]) for cid in chunk])]))
+                calls.append((keys, args))
         replies = await self._run_scripts(self._load, calls)
         now = time.time_ns() // 1_000_000
         out: dict[str, Loaded] = {}
@@ -251,8 +254,6 @@ class RedisStore:
         versions = [
             str(head.thresholds_version) if head.check_thresholds else "-1",
             "-1" if head.model_version is None else str(head.model_version),
-            str(now),
-            str(now + self.dedupe_ttl_ms),
         ]
         rising = "1" if k.sharded else "0"
         groups: dict[int, list[int]] = {}
@@ -276,23 +277,23 @@ class RedisStore:
             for start in range(0, len(members), COMMIT_CHUNK):
                 chunk = members[start : start + COMMIT_CHUNK]
                 keys = list(fixed)
-                docs = []
+                args = [*versions, rising]
                 for i in chunk:
                     cid = commits[i].customer.customer_id
                     keys += (k.customer(cid), k.applied(cid), k.history(cid))
-                    docs.append(commit_doc(commits[i]))
+                    args += commit_record(commit_doc(commits[i]))
                 chunks.append((shard, chunk))
-                calls.append((keys, [*versions, orjson.dumps(docs), rising]))
+                calls.append((keys, args))
         results: list[CommitResult] = [CommitResult(False, reason="thresholds")] * len(commits)
         for (shard, chunk), reply in zip(
             chunks, await self._run_scripts(self._commit, calls), strict=True
         ):
             if int(reply[0]) != 1:
                 continue
+            entry = self._outbox_id(shard, reply[2]) if reply[2] else None
             for i, one in zip(chunk, reply[1], strict=True):
-                if int(one[0]) == 1:
-                    ids = [self._outbox_id(shard, eid) for eid in one[1:]]
-                    results[i] = CommitResult(True, outbox_ids=ids)
+                if int(one) == 1:
+                    results[i] = CommitResult(True, outbox_id=entry)
                 else:
                     results[i] = CommitResult(False, reason="version")
         return results
@@ -617,23 +618,28 @@ class RedisStore:
         return int(shard), entry_id
 
     async def outbox_older_than(
-        self, max_id_ms: int, count: int = 1000
+        self, max_id_ms: int, count: int = 10
     ) -> list[tuple[bytes, str, bytes]]:
-        """Outbox entries created before ``max_id_ms``: (entry id, customer id, change JSON)."""
+        """The changes of outbox entries created before ``max_id_ms`` (at most ``count``
+        entries per shard): (entry id, customer id, change JSON), an entry id once per
+        change it holds."""
         pipe = self.redis.pipeline(transaction=False)
         for s in self.keys.all_shards:
             pipe.xrange(self.keys.outbox(s), "-", f"{max_id_ms}", count=count)
         out = []
         for s, raw in zip(self.keys.all_shards, await pipe.execute(), strict=True):
-            for eid, f in raw:
-                out.append((self._outbox_id(s, eid), f[b"c"].decode("utf-8"), f[b"e"]))
-        return out[:count] if not self.keys.sharded else out
+            for eid, fields in raw:
+                oid = self._outbox_id(s, eid)
+                for name, body in fields.items():
+                    if name[:1] == b"e":  # e<k> with its customer in c<k> ("e", "c": older)
+                        out.append((oid, fields[b"c" + name[1:]].decode("utf-8"), body))
+        return out
 
     async def outbox_delete(self, ids: Sequence[bytes]) -> None:
-        groups: dict[int, list[bytes]] = {}
+        groups: dict[int, set[bytes]] = {}
         for oid in ids:
             shard, entry_id = self._outbox_split(oid)
-            groups.setdefault(shard, []).append(entry_id)
+            groups.setdefault(shard, set()).add(entry_id)
         for shard, entry_ids in groups.items():
             await self.redis.xdel(self.keys.outbox(shard), *entry_ids)
 

@@ -1,0 +1,188 @@
+"""Where the store keeps dedupe marks and unpublished changes, against a real Redis.
+
+Dedupe marks live in the customer's own hash (``e:<event id>`` -> expiry), written by the
+commit that applies the event: no key and no commands of their own. Marks written before
+that, in a zset per customer, are still honoured until they expire. A commit call's
+changes share one outbox entry; entries of the older one-change shape are still flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.config import Settings
+from stream.processor import Processor, wall_ms
+from stream.refresh import sweep_clock
+from stream.segments import load_scheme
+from stream.store.keys import Keys
+from stream.store.redis_store import RedisStore, connect
+from stream.topics import Topics
+from stream.transitions import Record
+from tests.conftest import Isolated
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+
+
+@dataclass
+class Collector:
+    messages: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+
+    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        self.messages.extend(messages)
+
+
+def order(
+    event_id: str, cid: str, at: int, amount: str = "10.00", order_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "order_completed",
+        "order_id": order_id or event_id,
+        "customer_id": cid,
+        "amount": amount,
+        "currency": "TWD",
+        "occurred_at": at,
+    }
+
+
+class Scorer:
+    """A real processor over a real Redis, fed records directly (no broker needed here)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+        self.out = Collector()
+        scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+        self.processor = Processor(settings, self.store, scheme, self.out)
+        self.topic = Topics(settings.topic_prefix).orders
+        self.offset = 0
+
+    async def feed(self, *events: dict[str, Any]) -> Any:
+        records = []
+        for e in events:
+            records.append(
+                Record(self.topic, 0, self.offset, e["customer_id"].encode(), orjson.dumps(e))
+            )
+            self.offset += 1
+        return await self.processor.process(records)
+
+    async def fields(self, cid: str) -> dict[bytes, bytes]:
+        return dict(await self.store.redis.hgetall(self.store.keys.customer(cid)))
+
+
+def run(settings: Settings, scenario: Any) -> Any:
+    async def main() -> Any:
+        scorer = Scorer(settings)
+        try:
+            return await scenario(scorer)
+        finally:
+            await scorer.store.redis.aclose()
+
+    return asyncio.run(main())
+
+
+def test_marks_live_in_the_hash_and_expire_with_it(isolated: Isolated) -> None:
+    now = wall_ms()
+    settings = isolated.settings({"scoring": {"window_days": 0}})
+
+    async def scenario(s: Scorer) -> None:
+        first = await s.feed(order("e1", "c-1", now - DAY))
+        assert (first.accepted, first.duplicates) == (1, 0)
+        fields = await s.fields("c-1")
+        expires = int(fields[b"e:e1"])
+        window = settings.store.dedupe_window_ms
+        assert now + window <= expires <= wall_ms() + window
+        assert not await s.store.redis.exists(s.store.keys.applied("c-1"))  # no key of its own
+        # lifetime window: nothing else will bring the clock to this customer, the mark does
+        assert await s.store.redis.zscore(s.store.keys.due(), "c-1") == expires
+        again = await s.feed(order("e1", "c-1", now - DAY, amount="99.00"))
+        assert (again.accepted, again.duplicates) == (0, 1)
+        assert await s.fields("c-1") == fields  # a duplicate changes nothing
+
+    run(settings, scenario)
+
+
+def test_a_quiet_customer_loses_its_expired_marks_to_the_clock_sweep(
+    isolated: Isolated,
+) -> None:
+    settings = isolated.settings({"scoring": {"window_days": 0}, "store": {"dedupe_window": "1s"}})
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - DAY))
+        expires = int((await s.fields("c-1"))[b"e:e1"])
+        wait_for(lambda: wall_ms() > expires, timeout=10, what="the mark to expire")
+        assert await sweep_clock(s.processor) == 0  # a sweep that moves no segment ...
+        fields = await s.fields("c-1")
+        assert not any(name.startswith(b"e:") for name in fields)  # ... still drops the mark
+        assert await s.store.redis.zscore(s.store.keys.due(), "c-1") is None
+        assert fields[b"sg"]  # and keeps the customer
+        # its event id is outside the dedupe window now: a new order under it applies
+        again = await s.feed(order("e1", "c-1", wall_ms() - DAY, order_id="o2"))
+        assert (again.accepted, again.duplicates) == (1, 0)
+
+    run(settings, scenario)
+
+
+def test_expired_marks_leave_with_the_next_commit(isolated: Isolated) -> None:
+    settings = isolated.settings()
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - DAY))
+        key = s.store.keys.customer("c-1")
+        await s.store.redis.hset(key, "e:stale", wall_ms() - 1)  # a mark past its window
+        await s.feed(order("e2", "c-1", wall_ms() - DAY))
+        fields = await s.fields("c-1")
+        assert b"e:stale" not in fields
+        assert {b"e:e1", b"e:e2"} <= set(fields)
+
+    run(settings, scenario)
+
+
+def test_marks_in_the_older_zset_are_still_honoured(isolated: Isolated) -> None:
+    settings = isolated.settings()
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - 2 * DAY))
+        before = await s.fields("c-1")
+        legacy = s.store.keys.applied("c-1")
+        await s.store.redis.zadd(legacy, {"old-event": wall_ms() + DAY})
+        stats = await s.feed(order("old-event", "c-1", wall_ms() - DAY))
+        assert (stats.accepted, stats.duplicates) == (0, 1)
+        assert await s.fields("c-1") == before
+
+    run(settings, scenario)
+
+
+def test_one_outbox_entry_per_call_and_older_entries_still_flush(isolated: Isolated) -> None:
+    settings = isolated.settings()
+
+    async def scenario(s: Scorer) -> None:
+        outbox = s.store.keys.outbox()
+        older = orjson.dumps({"event_id": "c-0:1", "customer_id": "c-0"})
+        await s.store.redis.xadd(outbox, {"c": "c-0", "e": older})
+
+        class Down(Collector):
+            async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+                raise ConnectionError("broker down")
+
+        s.processor.publisher = Down()  # committed, never published: the outbox keeps them
+        with pytest.raises(ConnectionError):
+            await s.feed(*(order(f"e{n}", f"c-{n}", wall_ms() - DAY) for n in range(1, 6)))
+        assert await s.store.redis.xlen(outbox) == 2  # the older entry and this call's one
+
+        s.processor.publisher = s.out
+        assert await s.processor.flush_outbox(min_age_ms=0) == 6
+        assert await s.store.redis.xlen(outbox) == 0
+        published = {key: orjson.loads(body) for _, key, body in s.out.messages}
+        assert set(published) == {f"c-{n}".encode() for n in range(6)}
+        assert all(change["customer_id"] == key.decode() for key, change in published.items())
+
+    run(settings, scenario)
