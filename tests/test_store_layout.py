@@ -4,6 +4,7 @@ Dedupe marks live in the customer's own hash (``e:<event id>`` -> expiry), writt
 commit that applies the event: no key and no commands of their own. Marks written before
 that, in a zset per customer, are still honoured until they expire. A commit call's
 changes share one outbox entry; entries of the older one-change shape are still flushed.
+Scripts are sent as EVALSHA alone and loaded again when Redis has forgotten them.
 """
 
 from __future__ import annotations
@@ -184,5 +185,18 @@ def test_one_outbox_entry_per_call_and_older_entries_still_flush(isolated: Isola
         published = {key: orjson.loads(body) for _, key, body in s.out.messages}
         assert set(published) == {f"c-{n}".encode() for n in range(6)}
         assert all(change["customer_id"] == key.decode() for key, change in published.items())
+
+    run(settings, scenario)
+
+
+def test_scripts_a_restarted_redis_forgot_are_loaded_again(isolated: Isolated) -> None:
+    settings = isolated.settings()
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - DAY))
+        await s.store.redis.script_flush()  # what a restart without persistence of scripts does
+        stats = await s.feed(order("e2", "c-1", wall_ms() - DAY))
+        assert stats.accepted == 1
+        assert {b"e:e1", b"e:e2"} <= set(await s.fields("c-1"))
 
     run(settings, scenario)

@@ -92,6 +92,26 @@ def _s(v: int | None) -> str:
     return "" if v is None else str(v)
 
 
+# The fields a re-score against new thresholds can change; it reads the others but they
+# stay as they are (a re-score from the standing writes only these, see commits.commit_doc).
+RESCORED = ("sc", "sg", "sq", "cr")
+
+
+def rescored_fields(c: Customer) -> dict[str, str]:
+    """Scores, segment, seq and churn flag as stored (absent ones left out)."""
+    out: dict[str, str] = {}
+    s = c.scores
+    if s != Scores():
+        out["sc"] = f"{_s(s.r)},{_s(s.f)},{_s(s.m)},{_s(s.i)}"
+    if c.segment is not None:
+        out["sg"] = c.segment
+    if c.seq:
+        out["sq"] = str(c.seq)
+    if c.churn_risk:
+        out["cr"] = "1"
+    return out
+
+
 def encode_customer(c: Customer) -> dict[str, str]:
     """All persistent fields except ``v`` (the commit script owns the version)."""
     out: dict[str, str] = {}
@@ -103,19 +123,11 @@ def encode_customer(c: Customer) -> dict[str, str]:
         out["li"] = str(c.last_interaction_at)
     if c.channels:
         out["ch"] = ",".join(sorted(c.channels))
-    s = c.scores
-    if s != Scores():
-        out["sc"] = f"{_s(s.r)},{_s(s.f)},{_s(s.m)},{_s(s.i)}"
-    if c.segment is not None:
-        out["sg"] = c.segment
-    if c.seq:
-        out["sq"] = str(c.seq)
     if c.tally is not None:
         out["tl"] = f"{c.tally[0]},{c.tally[1]}"
     if c.purchase_days:
         out["lt"] = f"{c.purchase_days},{c.spend},{c.first_day_spend}"
-    if c.churn_risk:
-        out["cr"] = "1"
+    out.update(rescored_fields(c))
     for order_id, r in c.orders.items():
         out[f"o:{order_id}"] = f"{r.at},{r.amount},{r.refunded},{int(r.full)}"
     for at, weight in c.interactions.items():

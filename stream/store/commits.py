@@ -14,11 +14,13 @@ from typing import Any
 from stream.changes import SegmentChange
 from stream.customer import Customer, Metrics
 from stream.store.codec import (
+    RESCORED,
     customer_from_fields,
     diff,
     encode_customer,
     history_fields,
     report_share,
+    rescored_fields,
 )
 from stream.store.keys import DIMS
 
@@ -83,11 +85,36 @@ def _share_deltas(
         grid[str(cell)] = grid.get(str(cell), 0) + sign
 
 
+def _rescored_diff(
+    c: Commit, share_before: list[object] | None
+) -> tuple[list[str], list[str], list[object] | None]:
+    """(HSET pairs, HDEL fields, report share after) of a re-score from the standing,
+    which changes at most the ``RESCORED`` fields: the same as encoding the whole customer
+    and diffing, for a fraction of the work (a refresh makes one per candidate)."""
+    before = c.before
+    after = rescored_fields(c.customer)
+    sets: list[str] = []
+    for name, value in after.items():
+        if before.get(name) != value:
+            sets.extend((name, value))
+    dels = [name for name in RESCORED if name in before and name not in after]
+    if before.get("sc") == after.get("sc") and before.get("sg") == after.get("sg"):
+        return sets, dels, share_before  # same segment and R x F cell: no deltas
+    merged = {k: v for k, v in before.items() if k not in dels}
+    merged.update(after)
+    return sets, dels, report_share(merged)
+
+
 def commit_doc(c: Commit) -> dict[str, Any]:
     """One customer's part of a commit script call (see commit.lua for the fields)."""
     cust = c.customer
-    after = {} if c.erase else encode_customer(cust)
-    sets, dels = diff(c.before, after)
+    share_before = report_share(c.before)
+    if c.index is None and not c.erase:  # a re-score from the standing
+        sets, dels, share_after = _rescored_diff(c, share_before)
+    else:
+        after = {} if c.erase else encode_customer(cust)
+        sets, dels = diff(c.before, after)
+        share_after = report_share(after)
     if c.changes and not c.erase:
         history_sets, history_dels = history_fields(c.changes)
         sets += history_sets
@@ -115,7 +142,6 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         doc["forget"] = True
     if c.accepted:
         doc["acc"] = str(c.accepted)
-    share_before, share_after = report_share(c.before), report_share(after)
     if share_before != share_after:
         agg: dict[str, int] = {}
         grid: dict[str, int] = {}

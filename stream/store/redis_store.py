@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from stream.config import Settings
 from stream.customer import Customer
@@ -144,10 +145,19 @@ class RedisStore:
             return list(
                 await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
             )
-        pipe = self.redis.pipeline(transaction=False)
-        for keys, args in calls:
-            await script(keys=keys, args=args, client=pipe)
-        return list(await pipe.execute())
+        for attempt in (1, 2):
+            # EVALSHA straight into the pipeline: redis-py's Script objects make a pipeline
+            # ask SCRIPT EXISTS first, one more round trip per call in the hot path.
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:  # a restarted Redis forgot it: no call of this batch ran
+                if attempt == 2:
+                    raise
+                await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _by_shard(self, ids: Iterable[str]) -> dict[int, list[str]]:
         groups: dict[int, list[str]] = {}
