@@ -59,10 +59,12 @@ def test_a_blocked_delivery_still_yields_to_a_flow_suspension() -> None:
     async def scenario() -> tuple[Any, list[str]]:
         consumer = await _consumer()
         room = asyncio.Event()  # a full stream buffer: the delivery waits for room
+        blocked = asyncio.Event()
         seen: list[str] = []
 
         async def deliver() -> str:
             seen.append("started")
+            blocked.set()
             try:
                 await room.wait()
                 return "delivered"
@@ -72,8 +74,7 @@ def test_a_blocked_delivery_still_yields_to_a_flow_suspension() -> None:
         waiting = asyncio.ensure_future(
             consumer.wait_first(deliver(), consumer.suspend_flow.wait())
         )
-        while not seen:  # until the delivery blocks on the buffer
-            await asyncio.sleep(0)
+        await asyncio.wait_for(blocked.wait(), 5)  # the delivery now waits on the buffer
         consumer.suspend_flow.set()  # a rebalance
         return await asyncio.wait_for(waiting, 5), seen
 
@@ -85,17 +86,18 @@ def test_a_blocked_delivery_still_yields_to_a_flow_suspension() -> None:
 def test_a_blocked_delivery_that_gets_room_is_finished_by_its_task() -> None:
     async def scenario() -> Any:
         consumer = await _consumer()
-        room = asyncio.Event()
+        room, blocked = asyncio.Event(), asyncio.Event()
 
         async def deliver() -> str:
+            blocked.set()
             await room.wait()
-            await asyncio.sleep(0)  # more steps after the first suspension
+            await asyncio.sleep(0)  # a bare yield (not a wait): one more step to resume
             return "delivered"
 
         waiting = asyncio.ensure_future(
             consumer.wait_first(deliver(), consumer.suspend_flow.wait())
         )
-        await asyncio.sleep(0)
+        await asyncio.wait_for(blocked.wait(), 5)
         room.set()
         return await asyncio.wait_for(waiting, 5)
 
