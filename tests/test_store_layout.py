@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,20 +24,13 @@ from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from stream.transitions import Record
+from tests.api_support import Collector
 from tests.conftest import Isolated
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 DAY = 86_400_000
-
-
-@dataclass
-class Collector:
-    messages: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
-
-    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        self.messages.extend(messages)
 
 
 def order(
