@@ -20,6 +20,9 @@ from stream.store.keys import DIMS
 
 log = logging.getLogger("rfm.refresh")
 LEASE_MS = 60_000
+# Customers per re-score batch. Each batch ends idle (its last commit, the publish, the
+# lease renewal): with 1,000 that was ~70 ms of a 10,000-customer refresh, with 5,000 ~20.
+RESCORE_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,11 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
                 raise LeaseBusy("lost the refresh lease while re-scoring")
 
         changes = await processor.rescore(
-            sorted(candidates), "threshold_refresh", before_batch=keep_lease, standing=True
+            sorted(candidates),
+            "threshold_refresh",
+            batch=RESCORE_BATCH,
+            before_batch=keep_lease,
+            standing=True,
         )
         if await store.settle_thresholds(token, target) < 0:
             raise LeaseBusy("lost the refresh lease before recording the refresh as settled")
