@@ -50,7 +50,7 @@ def iso_ms(epoch_ms: int | None) -> str | None:
     return f"{_date(days)}T{hour:02d}:{minute:02d}:{sec:02d}.{ms:03d}Z"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SegmentChange:
     customer_id: str
     seq: int
@@ -64,7 +64,34 @@ class SegmentChange:
     at: int  # wall clock, epoch ms
     # cause "churn_risk" only: {"at_risk", "p_alive", "threshold", "model_version"}; the
     # segment stays the same (from == to), so automation can act before the customer is lost
-    churn: dict[str, object] | None = None
+    churn: dict[str, object] | None
+
+    def __init__(
+        self,
+        customer_id: str,
+        seq: int,
+        from_segment: str | None,
+        to_segment: str | None,
+        scores: dict[str, int | None],
+        metrics: dict[str, object],
+        cause: str,
+        thresholds_version: int,
+        scheme: str,
+        at: int,
+        churn: dict[str, object] | None = None,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "from_segment", from_segment)
+        object.__setattr__(self, "to_segment", to_segment)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "metrics", metrics)
+        object.__setattr__(self, "cause", cause)
+        object.__setattr__(self, "thresholds_version", thresholds_version)
+        object.__setattr__(self, "scheme", scheme)
+        object.__setattr__(self, "at", at)
+        object.__setattr__(self, "churn", churn)
 
     @property
     def event_id(self) -> str:

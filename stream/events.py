@@ -26,7 +26,7 @@ class Rejected(ValueError):
     """Bad input; ``str(exc)`` is the one-line reason recorded in the dead-letter topic."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class OrderEvent:
     event_id: str
     customer_id: str
@@ -34,17 +34,53 @@ class OrderEvent:
     refund: bool  # False: order_completed, True: order_refunded
     amount: int  # minor units, >= 0 (> 0 for refunds)
     occurred_at: int  # epoch milliseconds
-    channel: str | None = None
-    full: bool = False  # a full refund also removes the order from Frequency
+    channel: str | None
+    full: bool  # a full refund also removes the order from Frequency
+
+    def __init__(
+        self,
+        event_id: str,
+        customer_id: str,
+        order_id: str,
+        refund: bool,
+        amount: int,
+        occurred_at: int,
+        channel: str | None = None,
+        full: bool = False,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "order_id", order_id)
+        object.__setattr__(self, "refund", refund)
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "occurred_at", occurred_at)
+        object.__setattr__(self, "channel", channel)
+        object.__setattr__(self, "full", full)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class InteractionEvent:
     event_id: str
     customer_id: str
     kind: str
     occurred_at: int
-    channel: str | None = None
+    channel: str | None
+
+    def __init__(
+        self,
+        event_id: str,
+        customer_id: str,
+        kind: str,
+        occurred_at: int,
+        channel: str | None = None,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "event_id", event_id)
+        object.__setattr__(self, "customer_id", customer_id)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "occurred_at", occurred_at)
+        object.__setattr__(self, "channel", channel)
 
 
 @dataclass(frozen=True, slots=True)

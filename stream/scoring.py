@@ -60,12 +60,33 @@ class Thresholds:
         return self.edges.get(dim, ())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, eq=False)
 class Scores:
-    r: int | None = None
-    f: int | None = None
-    m: int | None = None
-    i: int | None = None
+    r: int | None
+    f: int | None
+    m: int | None
+    i: int | None
+
+    def __init__(
+        self,
+        r: int | None = None,
+        f: int | None = None,
+        m: int | None = None,
+        i: int | None = None,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "f", f)
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "i", i)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scores):
+            return NotImplemented
+        return self.r == other.r and self.f == other.f and self.m == other.m and self.i == other.i
+
+    def __hash__(self) -> int:
+        return hash((self.r, self.f, self.m, self.i))
 
     def as_dict(self) -> dict[str, int | None]:
         return {"r": self.r, "f": self.f, "m": self.m, "i": self.i}
@@ -74,6 +95,9 @@ class Scores:
         # copies and pickles rebuild through __init__: a compiled (stream.native) frozen
         # class has no __dict__ to restore into, and its fields refuse assignment
         return (Scores, (self.r, self.f, self.m, self.i))
+
+
+NO_SCORES = Scores()  # not scored in any dimension (immutable, so one instance serves)
 
 
 def moved_ranges(old: Sequence[float], new: Sequence[float]) -> list[tuple[float, float]]:

@@ -91,7 +91,7 @@ def fm_score(f: int, m: int) -> int:
     return (f + m + 1) // 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Profile:
     """What a rule can see about a customer.
 
@@ -106,6 +106,25 @@ class Profile:
     orders: int
     has_orders: bool
     has_interactions: bool
+
+    def __init__(
+        self,
+        r: int | None,
+        f: int | None,
+        m: int | None,
+        i: int | None,
+        orders: int,
+        has_orders: bool,
+        has_interactions: bool,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "f", f)
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "i", i)
+        object.__setattr__(self, "orders", orders)
+        object.__setattr__(self, "has_orders", has_orders)
+        object.__setattr__(self, "has_interactions", has_interactions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ the change events to publish once the commit holds.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
@@ -29,7 +29,7 @@ from stream.scoring import next_recency_move
 from stream.store.commits import Commit, Loaded, Standing
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     """A Kafka record as the processor sees it (transport-neutral)."""
 
@@ -38,6 +38,21 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes,
+    ) -> None:
+        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "value", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +77,26 @@ class DeadLetter:
         )
 
 
-@dataclass
+@dataclass(init=False)
 class Outcome:
     """What one customer's events did in one attempt; counted only once committed."""
 
-    commit: Commit | None = None
-    accepted: int = 0
-    duplicates: int = 0
-    dead: list[DeadLetter] = field(default_factory=list)
+    commit: Commit | None
+    accepted: int
+    duplicates: int
+    dead: list[DeadLetter]
+
+    def __init__(
+        self,
+        commit: Commit | None = None,
+        accepted: int = 0,
+        duplicates: int = 0,
+        dead: list[DeadLetter] | None = None,
+    ) -> None:  # written out so that mypyc compiles it (see stream.customer)
+        self.commit = commit
+        self.accepted = accepted
+        self.duplicates = duplicates
+        self.dead = [] if dead is None else dead
 
 
 def fenced_model_version(ctx: ScoringContext) -> int | None:

@@ -18,7 +18,7 @@ import orjson
 
 from stream.changes import SegmentChange, iso_ms
 from stream.customer import Customer, OrderRecord, day
-from stream.scoring import Scores
+from stream.scoring import NO_SCORES, Scores
 
 HISTORY = 10  # recent segment changes kept per customer
 
@@ -101,7 +101,7 @@ def rescored_fields(c: Customer) -> dict[str, str]:
     """Scores, segment, seq and churn flag as stored (absent ones left out)."""
     out: dict[str, str] = {}
     s = c.scores
-    if s != Scores():
+    if s != NO_SCORES:
         out["sc"] = f"{_s(s.r)},{_s(s.f)},{_s(s.m)},{_s(s.i)}"
     if c.segment is not None:
         out["sg"] = c.segment

@@ -25,14 +25,21 @@ from stream.store.codec import (
 )
 from stream.store.keys import DIMS
 
+# Records made per customer write their own ``__init__`` so that mypyc compiles it (see
+# stream.customer).
 
-@dataclass
+
+@dataclass(init=False)
 class Loaded:
     customer: Customer
     before: dict[str, str]
 
+    def __init__(self, customer: Customer, before: dict[str, str]) -> None:
+        self.customer = customer
+        self.before = before
 
-@dataclass
+
+@dataclass(init=False)
 class Standing:
     """A stored customer as a re-score against new thresholds sees it: its summary fields
     (no orders, no interactions) and its metrics as the population indexes hold them."""
@@ -42,8 +49,16 @@ class Standing:
     metrics: Metrics
     due: int | None  # until then the indexed metrics are exact
 
+    def __init__(
+        self, customer: Customer, before: dict[str, str], metrics: Metrics, due: int | None
+    ) -> None:
+        self.customer = customer
+        self.before = before
+        self.metrics = metrics
+        self.due = due
 
-@dataclass
+
+@dataclass(init=False)
 class Commit:
     customer: Customer
     before: dict[str, str]
@@ -51,24 +66,57 @@ class Commit:
     thresholds_version: int
     index: dict[str, int | None] | None  # None: index and due entries stay as stored
     due: int | None
-    changes: list[SegmentChange] = field(default_factory=list)  # segment move, then churn flag
-    clock: int | None = None
-    erase: bool = False
-    forget: bool = False  # an erasure happened: drop the dedupe marks too
-    accepted: int = 0  # input events this commit applies, counted atomically with it
-    check_thresholds: bool = True
-    model_version: int | None = None  # fence the CLV model too (the churn flag depends on it)
+    changes: list[SegmentChange]  # segment move, then churn flag
+    clock: int | None
+    erase: bool
+    forget: bool  # an erasure happened: drop the dedupe marks too
+    accepted: int  # input events this commit applies, counted atomically with it
+    check_thresholds: bool
+    model_version: int | None  # fence the CLV model too (the churn flag depends on it)
     bodies: list[bytes] = field(init=False)  # the changes as published: encoded once
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        customer: Customer,
+        before: dict[str, str],
+        segment_before: str | None,
+        thresholds_version: int,
+        index: dict[str, int | None] | None,
+        due: int | None,
+        changes: list[SegmentChange] | None = None,
+        clock: int | None = None,
+        erase: bool = False,
+        forget: bool = False,
+        accepted: int = 0,
+        check_thresholds: bool = True,
+        model_version: int | None = None,
+    ) -> None:
+        self.customer = customer
+        self.before = before
+        self.segment_before = segment_before
+        self.thresholds_version = thresholds_version
+        self.index = index
+        self.due = due
+        self.changes = [] if changes is None else changes
+        self.clock = clock
+        self.erase = erase
+        self.forget = forget
+        self.accepted = accepted
+        self.check_thresholds = check_thresholds
+        self.model_version = model_version
         self.bodies = [ch.encode() for ch in self.changes]
 
 
-@dataclass
+@dataclass(init=False)
 class CommitResult:
     ok: bool
-    reason: str = ""
-    outbox_id: bytes | None = None  # the entry holding its changes (shared by its call)
+    reason: str
+    outbox_id: bytes | None  # the entry holding its changes (shared by its call)
+
+    def __init__(self, ok: bool, reason: str = "", outbox_id: bytes | None = None) -> None:
+        self.ok = ok
+        self.reason = reason
+        self.outbox_id = outbox_id
 
 
 def _share_deltas(
@@ -254,9 +302,9 @@ def standing_from_reply(
 
     Positional, not ``customer_from_fields``: its field-by-field dispatch was a fifth of a
     refresh's Python time, and a standing holds the same eleven fields every time."""
-    v, fo, lo, li, ch, sc, sg, sq, tl, lt, cr = (_text(x) for x in values)
+    v, fo, lo, li, ch, sc, sg, sq, tl, lt, cr = [_text(x) for x in values]
     try:
-        r, f, m, i, due = (_indexed(x) for x in scores)
+        r, f, m, i, due = [_indexed(x) for x in scores]
     except ValueError:  # a score beyond integer precision: not one of ours
         return None
     customer = Customer(customer_id)
