@@ -273,13 +273,18 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         say(f"rfm import: {imported.events_per_s:,.0f} events/s")
 
         costs = []
+        at_scale: dict[int, memory.Memory] = {}
         for size in options.refresh_sizes:
             part = f"rf{size}"
             cost = await refresh_cost.measure(
                 run.settings(part), size, say, newcomers=options.refresh_newcomers
             )
             costs.append(cost)
-            say(f"refresh at {size:,}: {cost.seconds * 1000:.1f} ms, {cost.moved} moved")
+            at_scale[size] = await memory.measure(run.settings(part))
+            say(
+                f"refresh at {size:,}: {cost.seconds * 1000:.1f} ms, {cost.moved} moved;"
+                f" {at_scale[size].bytes_per_customer:,.0f} B/customer"
+            )
             await run.drop_keys(part)  # a big population need not wait for the end
         return Results(
             params={
@@ -295,6 +300,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             latency_calm=calm,
             refresh=costs,
             memory=mem,
+            refresh_memory=at_scale,
             batch=recomputed,
             import_rate=imported,
             core=cpu,

@@ -73,6 +73,7 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
     for entry in refresh:
         assert isinstance(entry["customers"], int) and isinstance(entry["moved"], int)
         assert number(entry["seconds"]) and entry["seconds"] > 0
+        assert number(entry["redis_bytes_per_customer"]) and entry["redis_bytes_per_customer"] > 0
     sizes = [entry["customers"] for entry in refresh]
     assert sizes[0] < sizes[1]
     # "the same number moved" at both sizes: a few dozen either way, never the population
