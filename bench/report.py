@@ -34,7 +34,13 @@ TARGET_BYTES = 300.0
 TARGET_IMPORT_PER_S = 100_000
 
 # Redis key classes (first segment after the prefix, stream/store/keys.py) in plain words.
-KEY_CLASSES = {"c": "state", "h": "recent changes", "ix": "indexes", "due": "clock index"}
+KEY_CLASSES = {
+    "c": "state",
+    "h": "recent changes",
+    "ix": "indexes",
+    "due": "clock index",
+    "dueheads": "its bucket heads",
+}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from stream.kafka import ensure_topics
+from stream.store.keys import Keys
 from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.support import (
@@ -129,7 +130,7 @@ def test_a_customer_who_stops_buying_reaches_cant_lose_them_by_the_clock_alone(
     settle(probe, 12, worker)
     assert probe.changes("loyal") == moved
     # What is still scheduled for 'loyal' is the window, not a recency edge: day 365.
-    assert probe.redis.zscore(f"{isolated.name}:due", "loyal") == t0 + 365 * DAY
+    assert probe.redis.zscore(Keys(f"{isolated.name}:").due_of("loyal"), "loyal") == t0 + 365 * DAY
 
 
 def test_orders_leave_the_window_without_any_event_from_that_customer(

@@ -25,6 +25,7 @@ from lifetimes import datasets as lifetimes_data
 from stream import clv
 from stream.kafka import ensure_topics
 from stream.prediction import Model
+from stream.store.keys import Keys
 from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.support import (
@@ -230,7 +231,7 @@ def test_a_regular_buyer_who_goes_quiet_gets_exactly_one_churn_risk_event(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if oracle.conditional_probability_alive(x, t_x, mid) > 0.5 else (lo, mid)
     crossing = first + hi * clv.WEEK_MS
-    scheduled = d.redis.zscore(f"{isolated.name}:due", "regular")
+    scheduled = d.redis.zscore(Keys(f"{isolated.name}:").due_of("regular"), "regular")
     assert scheduled is not None and abs(scheduled - crossing) < 60_000, (scheduled, crossing)
     assert crossing > CALIBRATION_END
 

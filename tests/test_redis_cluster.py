@@ -258,16 +258,19 @@ def test_the_scorer_runs_unchanged_on_a_three_master_cluster(
     rows = assert_export_is_the_oracle(rfm(deployment, config, "export"), events)
     assert_change_chains(read_topic(settings, topics.changes), rows)
 
-    async def live_counts() -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    async def live_counts() -> tuple[dict[str, int], dict[str, tuple[int, ...]], list[str]]:
         store = open_store(settings_from(deployment.process_env()))
         try:
             current, _ = await store.thresholds()
-            return await store.counts(), dict(current.edges)
+            # every customer has orders inside the window: each is due when they leave it
+            due = await store.due_before(2**62, limit=10 * len(rows))
+            return await store.counts(), dict(current.edges), due
         finally:
             await store.aclose()
 
-    counts, edges = asyncio.run(live_counts())
+    counts, edges, due = asyncio.run(live_counts())
     assert counts == dict(Counter(row["segment"] for row in rows.values()))
+    assert sorted(due) == sorted(rows)  # the sweep reaches every shard's buckets, once each
     assert set(edges) >= {"r", "f", "m"} and set(edges) <= set(DIMS)
 
 

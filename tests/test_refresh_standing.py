@@ -137,8 +137,9 @@ async def stored_state(store: RedisStore, ids: Sequence[str]) -> dict[str, Any]:
     for cid in ids:
         fields = await r.hgetall(k.customer(cid))
         out[cid] = {f.decode(): _without_wall_time(f, v).decode() for f, v in fields.items()}
-    for key in [*k.indexes(), k.due()]:
+    for key in k.indexes():
         out[key.rsplit(":", 1)[-1]] = await r.zrange(key, 0, -1, withscores=True)
+    out["due"] = {cid: await r.zscore(k.due_of(cid), cid) for cid in ids}
     for key in (k.counts(), k.segment_report(), k.grid()):
         out[key.rsplit(":", 1)[-1]] = await r.hgetall(key)
     return out

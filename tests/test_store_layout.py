@@ -95,7 +95,7 @@ def test_marks_live_in_the_hash_and_expire_with_it(isolated: Isolated) -> None:
         assert now + window <= expires <= wall_ms() + window
         assert not await s.store.redis.exists(s.store.keys.applied("c-1"))  # no key of its own
         # lifetime window: nothing else will bring the clock to this customer, the mark does
-        assert await s.store.redis.zscore(s.store.keys.due(), "c-1") == expires
+        assert await s.store.redis.zscore(s.store.keys.due_of("c-1"), "c-1") == expires
         again = await s.feed(order("e1", "c-1", now - DAY, amount="99.00"))
         assert (again.accepted, again.duplicates) == (0, 1)
         assert await s.fields("c-1") == fields  # a duplicate changes nothing
@@ -115,7 +115,7 @@ def test_a_quiet_customer_loses_its_expired_marks_to_the_clock_sweep(
         assert await sweep_clock(s.processor) == 0  # a sweep that moves no segment ...
         fields = await s.fields("c-1")
         assert not any(name.startswith(b"e:") for name in fields)  # ... still drops the mark
-        assert await s.store.redis.zscore(s.store.keys.due(), "c-1") is None
+        assert await s.store.redis.zscore(s.store.keys.due_of("c-1"), "c-1") is None
         assert fields[b"sg"]  # and keeps the customer
         # its event id is outside the dedupe window now: a new order under it applies
         again = await s.feed(order("e1", "c-1", wall_ms() - DAY, order_id="o2"))
@@ -190,5 +190,56 @@ def test_scripts_a_restarted_redis_forgot_are_loaded_again(isolated: Isolated) -
         stats = await s.feed(order("e2", "c-1", wall_ms() - DAY))
         assert stats.accepted == 1
         assert {b"e:e1", b"e:e2"} <= set(await s.fields("c-1"))
+
+    run(settings, scenario)
+
+
+def test_the_clock_index_is_bucketed_and_its_heads_lead_the_sweep(isolated: Isolated) -> None:
+    settings = isolated.settings({"scoring": {"window_days": 0}, "store": {"dedupe_window": "1s"}})
+
+    async def scenario(s: Scorer) -> None:
+        ids = [f"c-{n}" for n in range(60)]
+        await s.feed(*(order(f"e{n}", cid, wall_ms() - DAY) for n, cid in enumerate(ids)))
+        k, r = s.store.keys, s.store.redis
+        assert not await r.exists(k.due())  # nothing in the older single zset
+        due = {cid: await r.zscore(k.due_of(cid), cid) for cid in ids}
+        assert all(due.values()), due
+        assert len({k.due_of(cid) for cid in ids}) > 1
+        heads = dict(await r.zrange(k.due_heads(), 0, -1, withscores=True))
+        assert {b.decode() for b in heads} == {k.due_of(cid) for cid in ids}
+        assert all(heads[k.due_of(cid).encode()] <= due[cid] for cid in ids)
+
+        assert await s.store.due_before(int(min(due.values())) - 1) == []
+        latest = max(due.values())
+        wait_for(lambda: wall_ms() > latest, timeout=10, what="every mark to expire")
+        assert len(await s.store.due_before(wall_ms(), limit=7)) == 7
+        assert sorted(await s.store.due_before(wall_ms())) == sorted(ids)
+        assert await sweep_clock(s.processor) == 0  # no segment moves; the marks go ...
+        assert not any([await r.zscore(k.due_of(cid), cid) for cid in ids])  # ... and entries
+        assert await s.store.due_before(wall_ms()) == []
+        assert await r.zcard(k.due_heads()) == 0  # each emptied bucket lost its head
+
+    run(settings, scenario)
+
+
+def test_due_entries_of_the_older_single_zset_are_swept_and_drain(isolated: Isolated) -> None:
+    settings = isolated.settings({"scoring": {"window_days": 0}})
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - DAY), order("e2", "c-2", wall_ms() - DAY))
+        k, r = s.store.keys, s.store.redis
+        expires = await r.zscore(k.due_of("c-1"), "c-1")
+        # c-1 as the older layout kept it: one zset for the shard, here already due
+        await r.zrem(k.due_of("c-1"), "c-1")
+        passed = wall_ms() - 1
+        await r.zadd(k.due(), {"c-1": passed})
+        standing = (await s.store.standings(["c-1"]))["c-1"]
+        assert standing is not None and standing.due == passed
+
+        assert await s.store.due_before(wall_ms()) == ["c-1"]
+        await sweep_clock(s.processor)
+        assert not await r.exists(k.due())  # drained by the re-score's commit
+        assert await r.zscore(k.due_of("c-1"), "c-1") == expires
+        assert await s.store.due_before(wall_ms()) == []
 
     run(settings, scenario)

@@ -19,6 +19,13 @@ from dataclasses import dataclass
 
 DIMS = ("r", "f", "m", "i")
 
+# Clock-index buckets across all shards. One zset holding every customer costs ~104 B a
+# member (dict entry, skiplist node, its own copy of the id); at 1,000,000 customers
+# 16,384 buckets hold ~61 members each, under Redis's 128-entry listpack limit, at ~23 B a
+# member. The sweep only ever asks "who is due before now", never for ranks, so it can
+# visit buckets instead of one sorted set (see sweep_due.lua).
+DUE_BUCKETS = 16_384
+
 
 class LayoutMismatch(Exception):
     """The data under this prefix was written with another number of shards."""
@@ -106,7 +113,28 @@ class Keys:
         return f"{self.prefix}outbox{self._tag(shard)}"
 
     def due(self, shard: int = 0) -> str:
+        """The clock index as one zset per shard: the older layout. Still swept, and a
+        commit moves its customer out of it, so it drains as customers are re-scored."""
         return f"{self.prefix}due{self._tag(shard)}"
+
+    @property
+    def due_buckets_per_shard(self) -> int:
+        return max(1, DUE_BUCKETS // self.shards)
+
+    def due_of(self, customer_id: str) -> str:
+        """The clock-index bucket holding this customer (member = id, score = when the clock
+        alone next changes it). Derived from the id alone, so no commit needs to know
+        where the customer's previous entry was."""
+        h = zlib.crc32(customer_id.encode("utf-8", "surrogatepass"))
+        shard = h % self.shards  # = shard_of(customer_id)
+        bucket = (h // self.shards) % self.due_buckets_per_shard
+        return f"{self.prefix}due:{bucket}{self._tag(shard)}"
+
+    def due_heads(self, shard: int = 0) -> str:
+        """Zset of a shard's clock-index buckets (member = bucket key) scored by a lower
+        bound of the earliest due time in each: the sweep visits only buckets whose bound
+        has passed."""
+        return f"{self.prefix}dueheads{self._tag(shard)}"
 
     def clock(self, shard: int = 0) -> str:
         return f"{self.prefix}clock{self._tag(shard)}"

@@ -124,6 +124,7 @@ class RedisStore:
         self._commit = self.redis.register_script(_script("commit.lua"))
         self._load = self.redis.register_script(_script("load.lua"))
         self._standing = self.redis.register_script(_script("standing.lua"))
+        self._sweep_due = self.redis.register_script(_script("sweep_due.lua"))
         self._publish = self.redis.register_script(_script("publish_thresholds.lua"))
         self._publish_model = self.redis.register_script(_script("publish_model.lua"))
         self._release = self.redis.register_script(_script("release_lease.lua"))
@@ -235,7 +236,10 @@ class RedisStore:
             for start in range(0, len(members), COMMIT_CHUNK):
                 chunk = members[start : start + COMMIT_CHUNK]
                 chunks.append(chunk)
-                calls.append((fixed + [k.customer(cid) for cid in chunk], list(chunk)))
+                keys = list(fixed)
+                for cid in chunk:
+                    keys += (k.customer(cid), k.due_of(cid))
+                calls.append((keys, list(chunk)))
         out: dict[str, Standing | None] = {}
         for chunk, (fields, *scores) in zip(
             chunks, await self._run_scripts(self._standing, calls), strict=True
@@ -283,6 +287,7 @@ class RedisStore:
                 k.segment_report(shard),
                 k.grid(shard),
                 k.transitions(hour, shard),
+                k.due_heads(shard),
             ]
             for start in range(0, len(members), COMMIT_CHUNK):
                 chunk = members[start : start + COMMIT_CHUNK]
@@ -290,7 +295,7 @@ class RedisStore:
                 args = [*versions, rising]
                 for i in chunk:
                     cid = commits[i].customer.customer_id
-                    keys += (k.customer(cid), k.applied(cid), k.history(cid))
+                    keys += (k.customer(cid), k.applied(cid), k.history(cid), k.due_of(cid))
                     args += commit_record(commit_doc(commits[i]))
                 chunks.append((shard, chunk))
                 calls.append((keys, args))
@@ -522,11 +527,22 @@ class RedisStore:
         return found
 
     async def due_before(self, now: int, limit: int = 10_000) -> list[str]:
+        """Up to ``limit`` customers the clock has reached, in no particular order: the
+        buckets whose heads have passed, read first, then visited by one script per shard
+        (which also corrects their heads)."""
+        k = self.keys
         pipe = self.redis.pipeline(transaction=False)
-        for s in self.keys.all_shards:
-            pipe.zrangebyscore(self.keys.due(s), "-inf", now, start=0, num=limit, withscores=True)
-        due = sorted((score, member) for reply in await pipe.execute() for member, score in reply)
-        return [member.decode("utf-8") for _, member in due[:limit]]
+        for s in k.all_shards:
+            pipe.zrangebyscore(k.due_heads(s), "-inf", now, start=0, num=limit)
+        heads = await pipe.execute()
+        calls = [
+            ([k.due_heads(s), k.due(s), *(b.decode("utf-8") for b in buckets)], [now, limit])
+            for s, buckets in zip(k.all_shards, heads, strict=True)
+        ]
+        due: dict[str, None] = {}
+        for reply in await self._run_scripts(self._sweep_due, calls):
+            due.update((member.decode("utf-8"), None) for member in reply)
+        return list(due)[:limit]
 
     async def event_clock(self) -> int:
         pipe = self.redis.pipeline(transaction=False)

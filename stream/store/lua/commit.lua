@@ -5,17 +5,21 @@ KEYS[1]  fence hash (v = thresholds version, mv = CLV model version): the thresh
          itself when unsharded, else this shard's mirror of it (see raise_fence.lua)
 KEYS[2]  live segment counts hash      KEYS[3]  outbox stream
 KEYS[4..7] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
-KEYS[8]  due zset (when the clock alone next changes the customer)
+KEYS[8]  the shard's single due zset of the older layout (entries leave it as their
+         customers commit; see KEYS[17+4n])
 KEYS[9]  event clock (string, highest occurred_at applied)
 KEYS[10] counters hash (accepted, changes)
 KEYS[11] segment report hash ("<seg>|orders", "<seg>|monetary", "<seg>|ch:<channel>")
 KEYS[12] R x F grid hash ("<r>:<f>" -> customers)
 KEYS[13] this hour's transitions hash ("<from>><to>" -> moves)
+KEYS[14] due heads zset (member = a due bucket's key, score <= the bucket's earliest entry)
 then for the n-th customer of the batch (n = 0, 1, ...):
-KEYS[14+3n] its hash   KEYS[15+3n] its dedupe marks zset from before marks moved into
+KEYS[15+4n] its hash   KEYS[16+4n] its dedupe marks zset from before marks moved into
            the hash (member = event id, score = expiry; read by load.lua until it expires)
-KEYS[16+3n] its recent-changes list from before they moved into its hash (deleted with
+KEYS[17+4n] its recent-changes list from before they moved into its hash (deleted with
            the customer on erasure; nothing else writes it now)
+KEYS[18+4n] its due bucket (zset, member = customer id, score = when the clock alone
+           next changes the customer)
 
 ARGV[1]  thresholds version the batch was scored against ("-1" = do not check)
 ARGV[2]  CLV model version the churn flags depend on ("-1" = do not check)
@@ -43,7 +47,8 @@ Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or
          All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
 
 Invariant kept atomically: each applied customer's state (its recent-change history is
-fields of the same hash), dedupe marks, index entries and outbox entries move together with
+fields of the same hash), dedupe marks, index entries (with at most one due entry, in its
+bucket, and that bucket's head no later than it) and outbox entries move together with
 the live counts, counters and operator aggregates (report, grid, transitions), so counts
 always equal the customers per stored segment and no change can be lost between state and
 publish. A customer whose version moved is skipped
@@ -77,11 +82,12 @@ local function add(t, k, delta)
   t[k] = (t[k] or 0) + delta
 end
 
+local older_due = redis.call('EXISTS', KEYS[8]) == 1
 local p = 4 -- the next record's first value
 local n = 0
 while p <= #ARGV do
   n = n + 1
-  local base = 14 + 3 * (n - 1)
+  local base = 15 + 4 * (n - 1)
   local hash, marks, legacy = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local member, flags = ARGV[p], ARGV[p + 2]
   local nset, ndel, nout = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
@@ -112,7 +118,7 @@ while p <= #ARGV do
     end
     q = q + ndel
     if indexed then
-      for d = 1, DIMS + 1 do -- KEYS[4..7] the score indexes, KEYS[8] the due zset
+      for d = 1, DIMS do -- KEYS[4..7] the score indexes
         local score = ARGV[ix + d - 1]
         if score ~= '' then
           redis.call('ZADD', KEYS[3 + d], score, member)
@@ -120,6 +126,14 @@ while p <= #ARGV do
           redis.call('ZREM', KEYS[3 + d], member)
         end
       end
+      local due, bucket = ARGV[ix + DIMS], KEYS[base + 3]
+      if due ~= '' then
+        redis.call('ZADD', bucket, due, member)
+        redis.call('ZADD', KEYS[14], 'LT', due, bucket) -- LT: a head only ever moves earlier
+      else
+        redis.call('ZREM', bucket, member)
+      end
+      if older_due then redis.call('ZREM', KEYS[8], member) end
     end
     local moved = string.find(flags, 's', 1, true)
     if moved then
