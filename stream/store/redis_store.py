@@ -527,21 +527,24 @@ class RedisStore:
         return found
 
     async def due_before(self, now: int, limit: int = 10_000) -> list[str]:
-        """Up to ``limit`` customers the clock has reached, in no particular order: the
-        buckets whose heads have passed, read first, then visited by one script per shard
-        (which also corrects their heads)."""
+        """Up to ``limit`` customers the clock has reached, in no particular order: those
+        still in the older single zsets, then those of the buckets whose heads have passed,
+        visited by one script per shard that has any (it also corrects their heads)."""
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         for s in k.all_shards:
+            pipe.zrangebyscore(k.due(s), "-inf", now, start=0, num=limit)
             pipe.zrangebyscore(k.due_heads(s), "-inf", now, start=0, num=limit)
-        heads = await pipe.execute()
+        replies = await pipe.execute()
+        due = {m.decode("utf-8"): None for older in replies[0::2] for m in older}
         calls = [
-            ([k.due_heads(s), k.due(s), *(b.decode("utf-8") for b in buckets)], [now, limit])
-            for s, buckets in zip(k.all_shards, heads, strict=True)
+            ([k.due_heads(s), *(b.decode("utf-8") for b in buckets)], [now, limit])
+            for s, buckets in zip(k.all_shards, replies[1::2], strict=True)
+            if buckets
         ]
-        due: dict[str, None] = {}
-        for reply in await self._run_scripts(self._sweep_due, calls):
-            due.update((member.decode("utf-8"), None) for member in reply)
+        if len(due) < limit:
+            for reply in await self._run_scripts(self._sweep_due, calls):
+                due.update((m.decode("utf-8"), None) for m in reply)
         return list(due)[:limit]
 
     async def event_clock(self) -> int:

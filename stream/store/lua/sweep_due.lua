@@ -3,13 +3,11 @@ sweep_due.lua -- the customers of one shard the clock has reached.
 
 KEYS[1]  the shard's due heads zset (member = a due bucket's key, score <= the earliest
          due time in that bucket)
-KEYS[2]  the shard's single due zset of the older layout
-KEYS[3..] the buckets to visit: those whose head had passed when the caller read KEYS[1],
+KEYS[2..] the buckets to visit: those whose head had passed when the caller read KEYS[1],
          earliest first
 ARGV[1]  now (epoch ms)           ARGV[2]  at most this many customers
 
-Returns  the ids of up to ARGV[2] customers whose due time is <= now: those of the older
-         zset first, then bucket by bucket.
+Returns  the ids of up to ARGV[2] customers whose due time is <= now, bucket by bucket.
 
 Invariant kept atomically: every non-empty bucket has a head no later than its earliest
 entry. A commit only lowers a head (ZADD LT) and leaves it when entries leave, so a head
@@ -18,9 +16,8 @@ when empty), so a stale head costs one visit; a head lowered after the caller re
 is visited by the next sweep. All KEYS share the shard's hash tag: one cluster slot.
 --]]
 local now, limit = ARGV[1], tonumber(ARGV[2])
-local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
-if #out >= limit then return out end
-for k = 3, #KEYS do
+local out = {}
+for k = 2, #KEYS do
   local bucket = KEYS[k]
   local due = redis.call('ZRANGEBYSCORE', bucket, '-inf', now, 'LIMIT', 0, limit - #out)
   for _, member in ipairs(due) do out[#out + 1] = member end
