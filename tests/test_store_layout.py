@@ -222,6 +222,23 @@ def test_the_clock_index_is_bucketed_and_its_heads_lead_the_sweep(isolated: Isol
     run(settings, scenario)
 
 
+def test_an_erasure_leaves_no_due_time_behind(isolated: Isolated) -> None:
+    settings = isolated.settings()
+
+    async def scenario(s: Scorer) -> None:
+        await s.feed(order("e1", "c-1", wall_ms() - DAY))
+        k, r = s.store.keys, s.store.redis
+        bucket = k.due_of("c-1")
+        assert await r.zscore(k.due_heads(), bucket) == await r.zscore(bucket, "c-1")
+        erasure = {"customer_id": "c-1", "requested_at": wall_ms()}
+        topic = Topics(settings.topic_prefix).erasure
+        await s.processor.process([Record(topic, 0, 99, b"c-1", orjson.dumps(erasure))])
+        assert not await r.exists(bucket)  # it was the bucket's only member ...
+        assert await r.zscore(k.due_heads(), bucket) is None  # ... and its head went with it
+
+    run(settings, scenario)
+
+
 def test_due_entries_of_the_older_single_zset_are_swept_and_drain(isolated: Isolated) -> None:
     settings = isolated.settings({"scoring": {"window_days": 0}})
 

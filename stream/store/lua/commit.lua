@@ -6,7 +6,7 @@ KEYS[1]  fence hash (v = thresholds version, mv = CLV model version): the thresh
 KEYS[2]  live segment counts hash      KEYS[3]  outbox stream
 KEYS[4..7] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
 KEYS[8]  the shard's single due zset of the older layout (entries leave it as their
-         customers commit; see KEYS[17+4n])
+         customers commit; see KEYS[18+4n])
 KEYS[9]  event clock (string, highest occurred_at applied)
 KEYS[10] counters hash (accepted, changes)
 KEYS[11] segment report hash ("<seg>|orders", "<seg>|monetary", "<seg>|ch:<channel>")
@@ -130,8 +130,15 @@ while p <= #ARGV do
       if due ~= '' then
         redis.call('ZADD', bucket, due, member)
         redis.call('ZADD', KEYS[14], 'LT', due, bucket) -- LT: a head only ever moves earlier
-      else
-        redis.call('ZREM', bucket, member)
+      elseif redis.call('ZREM', bucket, member) == 1 then
+        -- rare (an erasure, or nothing left for the clock to do): the head need not stay
+        -- early, and an erased customer's due time should not outlive it there
+        local first = redis.call('ZRANGE', bucket, 0, 0, 'WITHSCORES')
+        if first[1] then
+          redis.call('ZADD', KEYS[14], first[2], bucket)
+        else
+          redis.call('ZREM', KEYS[14], bucket)
+        end
       end
       if older_due then redis.call('ZREM', KEYS[8], member) end
     end
