@@ -259,4 +259,10 @@ def test_due_entries_of_the_older_single_zset_are_swept_and_drain(isolated: Isol
         assert await r.zscore(k.due_of("c-1"), "c-1") == expires
         assert await s.store.due_before(wall_ms()) == []
 
+        # mid-upgrade, a worker of the older layout wrote an earlier time: the earlier counts
+        later = await r.zscore(k.due_of("c-2"), "c-2")
+        await r.zadd(k.due(), {"c-2": later - DAY})
+        standing = (await s.store.standings(["c-2"]))["c-2"]
+        assert standing is not None and standing.due == later - DAY
+
     run(settings, scenario)

@@ -8,8 +8,8 @@ ARGV[n]    the n-th customer's id (its member in the zsets); #ARGV == (#KEYS - 5
 
 Returns  {fields, r, f, m, i, due}: fields holds, per customer, its hash's
          v fo lo li ch sc sg sq tl lt cr (false = absent); r..due hold, per customer, its
-         score in that zset (false = not a member); due is its bucket's entry, else its
-         entry in the older zset.
+         score in that zset (false = not a member); due is the earlier of its bucket's
+         entry and its entry in the older zset.
 
 Read-only. The index entries are the customer's metrics as of its last commit, and stay
 exact until the time in its due entry, so a customer re-scored before then needs neither
@@ -28,8 +28,10 @@ for k = 1, 4 do
 end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   local older = redis.call('ZMSCORE', KEYS[5], unpack(ARGV))
-  for n = 1, #ARGV do
-    if not due[n] then due[n] = older[n] end
+  for n = 1, #ARGV do -- the earlier of the two: a worker of the older layout may still write
+    if older[n] and (not due[n] or tonumber(older[n]) < tonumber(due[n])) then
+      due[n] = older[n]
+    end
   end
 end
 out[6] = due
