@@ -1,7 +1,7 @@
-"""Faust's Kafka consumer with two of its per-message costs taken out.
+"""Faust's Kafka consumer with three of its costs taken out.
 
 Faust stays in charge of the consumer group, offsets and the stream; this module changes
-two things it does per fetch or per record, each measured on the worker:
+three things it does per fetch or per record, each measured on the worker:
 
 - the broker fetch wait: Faust hard-codes 1,500 ms. aiokafka keeps one fetch in flight per
   broker, so a fetch parked on partitions that had nothing yet held back records already
@@ -12,10 +12,18 @@ two things it does per fetch or per record, each measured on the worker:
   for it, every time. Most deliveries never block (the buffer has room): this consumer
   runs the delivery's first step itself, and only a delivery that does block goes through
   ``wait_first`` as before, still interruptible.
+- the poll while a stream buffer is full: Faust then stops fetching that partition and
+  polls the others with a 1 s timeout (or sleeps 1 s when none is left), and only looks
+  again after it. With a backlog the buffer fills every ~0.4 s and the worker drained it
+  and then sat idle for the rest of that second: 600-700 ms idle every ~3.5 s, in every
+  catch-up. This consumer polls every ``BUFFERED_POLL_S`` while any partition is held
+  back, and with every one held back it waits for a buffer to drain, not for a second.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -24,6 +32,8 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, T
 from mode.services import WaitResults
 
 FETCH_MAX_WAIT_MS = 20
+BUFFERED_POLL_S = 0.02
+HELD_BACK_MAX_S = 1.0  # Faust's own wait, kept as the bound
 
 
 class _Resumed:
@@ -92,6 +102,26 @@ class FastConsumer(Consumer):
             _close(coros[1:])
             raise
         return await super().wait_first(_Resumed(first, pending), *coros[1:])
+
+    _drained: asyncio.Event | None = None  # set when a held-back partition may fetch again
+
+    def on_buffer_drop(self, tp: Any) -> None:
+        super().on_buffer_drop(tp)
+        if self._drained is not None:
+            self._drained.set()
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        """Faust's poll, short while a full stream buffer holds a partition back (see the
+        module docstring)."""
+        if self._buffered_partitions:
+            timeout = min(timeout, BUFFERED_POLL_S)
+            if not self._get_active_partitions():  # Faust would sleep 1 s
+                if self._drained is None:
+                    self._drained = asyncio.Event()
+                self._drained.clear()  # no await since the check: no drop can be missed
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), HELD_BACK_MAX_S)
+        return await super()._wait_next_records(timeout)
 
 
 class _Transport(Transport):

@@ -1,5 +1,6 @@
-"""The worker's Faust consumer: its Kafka fetch wait (Faust alone would use 1,500 ms), and its
-hand-off of records to the streams, which skips mode's four tasks only when nothing blocks."""
+"""The worker's Faust consumer: its Kafka fetch wait (Faust alone would use 1,500 ms), its
+hand-off of records to the streams, which skips mode's four tasks only when nothing blocks,
+and its poll while a full stream buffer holds a partition back (Faust alone waits 1 s)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from stream.config import settings_from
-from stream.faust_consumer import FETCH_MAX_WAIT_MS, FastConsumer
+from stream.faust_consumer import BUFFERED_POLL_S, FETCH_MAX_WAIT_MS, FastConsumer
 from stream.worker import build_app
 
 
@@ -116,3 +118,58 @@ def test_a_failing_delivery_raises_as_before() -> None:
 
     with pytest.raises(ValueError, match="bad record"):
         asyncio.run(scenario())
+
+
+HELD, OTHER = TP("rfm.orders", 0), TP("rfm.interactions", 0)
+
+
+def _polls(consumer: Any) -> list[tuple[set[TP], float]]:
+    """Record what the consumer asks its Kafka thread for; the thread is not started here
+    (the poll policy above it is under test), so every poll returns no records."""
+    polls: list[tuple[set[TP], float]] = []
+
+    async def getmany(active_partitions: Any, timeout: float) -> dict[TP, list[Any]]:
+        polls.append((set(active_partitions), timeout))
+        return {}
+
+    consumer._getmany = getmany
+    return polls
+
+
+def test_without_a_full_buffer_the_poll_keeps_fausts_timeout() -> None:
+    async def scenario() -> list[tuple[set[TP], float]]:
+        consumer = await _consumer()
+        polls = _polls(consumer)
+        consumer._active_partitions = {HELD, OTHER}
+        await consumer._wait_next_records(1.0)
+        return polls
+
+    assert asyncio.run(scenario()) == [({HELD, OTHER}, 1.0)]
+
+
+def test_a_partition_held_back_by_its_full_buffer_is_polled_for_again_soon() -> None:
+    async def scenario() -> list[tuple[set[TP], float]]:
+        consumer = await _consumer()
+        polls = _polls(consumer)
+        consumer._active_partitions = {HELD, OTHER}
+        consumer.on_buffer_full(HELD)  # its stream buffer is full: Faust stops fetching it
+        await consumer._wait_next_records(1.0)
+        return polls
+
+    assert asyncio.run(scenario()) == [({OTHER}, BUFFERED_POLL_S)]
+
+
+def test_with_every_partition_held_back_the_poll_waits_for_one_to_drain() -> None:
+    async def scenario() -> tuple[Any, list[tuple[set[TP], float]]]:
+        consumer = await _consumer()
+        polls = _polls(consumer)
+        consumer._active_partitions = {HELD}
+        consumer.on_buffer_full(HELD)
+        # the stream drains its buffer a few polls later (Faust alone sleeps 1 s here and
+        # returns no partitions at all, whatever happens meanwhile)
+        asyncio.get_running_loop().call_later(3 * BUFFERED_POLL_S, consumer.on_buffer_drop, HELD)
+        return await asyncio.wait_for(consumer._wait_next_records(1.0), 5), polls
+
+    (records, active), polls = asyncio.run(scenario())
+    assert (records, active) == ({}, {HELD})
+    assert polls == [({HELD}, BUFFERED_POLL_S)]
