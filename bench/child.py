@@ -67,3 +67,19 @@ class Child:
         except OSError:
             return f"(no {self.name} log at {self.log})"
         return f"{self.name} log tail ({self.log}):\n" + "\n".join(text[-lines:])
+
+
+class Children:
+    """Several children watched as one (workers of one consumer group): alive only while
+    every one is, and a tail of each."""
+
+    def __init__(self, children: Sequence[Child]) -> None:
+        self.children = list(children)
+        self.name = f"{len(self.children)} x {self.children[0].name}" if children else "nobody"
+
+    @property
+    def alive(self) -> bool:
+        return all(c.alive for c in self.children)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(c.tail(lines) for c in self.children)

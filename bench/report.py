@@ -55,6 +55,7 @@ class Results:
     batch: Batch
     import_rate: ImportRate
     latency_calm: Latency | None = None  # well below the worker's capacity (see runner)
+    scale_out: Throughput | None = None  # end to end with params["workers"] in one group
     # Redis bytes of each refresh population (one order per customer), keyed by its size:
     # the memory target is stated at 1,000,000 customers, which the end-to-end run is not
     refresh_memory: dict[int, Memory] = field(default_factory=dict)
@@ -110,6 +111,17 @@ def to_json(r: Results) -> dict[str, Any]:
         "redis_dedupe_bytes_per_customer": round(r.memory.dedupe_bytes_per_customer, 1),
         "redis_bytes_by_key_class": {k: round(v, 1) for k, v in r.memory.parts.items()},
         "import_events_per_s": round(r.import_rate.events_per_s, 1),
+        "scale_out": (
+            {
+                "workers": r.params["workers"],
+                "events_per_s": round(r.scale_out.events_per_s, 1),
+                "vs_one_worker": round(r.scale_out.events_per_s / r.throughput.events_per_s, 2)
+                if r.throughput.events_per_s
+                else None,
+            }
+            if r.scale_out
+            else None
+        ),
         "core_us_per_customer": {mode: c.as_dict() for mode, c in r.core.items()},
         "params": r.params,
         "notes": r.notes,
@@ -149,6 +161,14 @@ def table(r: Results) -> Table:
         f"end to end >= {TARGET_BASELINE_SHARE}x: {share:.2f}x",
         _mark(share >= TARGET_BASELINE_SHARE),
     )
+    if r.scale_out is not None:
+        scaled = r.scale_out.events_per_s
+        t.add_row(
+            f"  same with {r.params['workers']} workers in one group (scale-out)",
+            f"{scaled:,.0f} events/s",
+            f"{scaled / e2e:.2f}x one worker" if e2e else "",
+            "",
+        )
     lat = r.latency
     t.add_row(
         f"latency p50 / p95 / p99 at {lat.rate:,.0f} events/s",
@@ -273,7 +293,12 @@ def chart(r: Results, path: Path) -> str | None:
 
     names = ["rfm worker", "raw baseline", "rfm import"]
     values = [r.throughput.events_per_s, r.baseline.events_per_s, r.import_rate.events_per_s]
-    bars = ax3.bar(names, values, color=["tab:blue", "tab:orange", "tab:green"])
+    colours = ["tab:blue", "tab:orange", "tab:green"]
+    if r.scale_out is not None:
+        names.insert(1, f"{r.params['workers']} rfm workers")
+        values.insert(1, r.scale_out.events_per_s)
+        colours.insert(1, "tab:cyan")
+    bars = ax3.bar(names, values, color=colours)
     ax3.bar_label(bars, labels=[f"{v:,.0f}" for v in values])
     ax3.axhline(TARGET_EVENTS_PER_S, color="red", linestyle="--", label="end-to-end target")
     ax3.set_title("events/s")

@@ -33,9 +33,10 @@ from bench import (
     machine,
     memory,
     refresh_cost,
+    scale_out,
     throughput,
 )
-from bench.child import Child
+from bench.child import Child, Children
 from bench.latency import CALM_SHARE
 from bench.namespace import Run
 from bench.profile import HotSpot, Profiler, hot_spots
@@ -64,6 +65,7 @@ class Options:
     refresh_newcomers: int = 20  # top buyers added before the timed refresh
     profile: bool = False
     quick: bool = False
+    workers: int = 1  # > 1: end to end once more with this many workers in one group
 
     @classmethod
     def make(
@@ -75,6 +77,7 @@ class Options:
         refresh_sizes: tuple[int, ...] = (),
         refresh_newcomers: int = 20,
         profile: bool = False,
+        workers: int = 1,
     ) -> Options:
         """Defaults for a full or a quick (< 60 s) run; explicit values win.
 
@@ -91,6 +94,8 @@ class Options:
             seconds = cls.latency_seconds
         if customers < 1 or events < 1 or any(n < 100 for n in refresh_sizes):
             raise BenchError("--customers and --events must be >= 1, refresh sizes >= 100")
+        if workers < 1:
+            raise BenchError("--workers must be >= 1")
         customers = min(customers, events)
         sizes = refresh_sizes or (max(1_000, customers // 10), max(10_000, customers))
         return cls(
@@ -101,6 +106,7 @@ class Options:
             refresh_newcomers=refresh_newcomers,
             profile=profile,
             quick=quick,
+            workers=workers,
         )
 
 
@@ -130,11 +136,14 @@ async def _consumer_run(
     thresholds: Thresholds,
     options: Options,
     state: _State,
+    count: int = 1,
 ) -> throughput.Throughput:
-    """Seed the part's thresholds, start its consumer, time the workload through it.
+    """Seed the part's thresholds, start ``count`` consumers (one group), time the workload
+    through them.
 
-    The consumer is left running (last in ``state.children``) for what the caller measures
-    next; ``_measure`` stops every child on the way out in any case.
+    The consumers are left running (last in ``state.children``) for what the caller
+    measures next; ``_measure`` stops every child on the way out in any case. Only the first
+    is profiled.
     """
     settings = run.settings(part)
     await ensure_topics(settings)
@@ -143,9 +152,16 @@ async def _consumer_run(
         await seed(store, thresholds)
     finally:
         await store.redis.aclose()
-    child = Child(name, argv, run.env(part), run.scratch / f"{part}.log").start()
-    state.children.append(child)
-    profiler = Profiler(child.pid, run.scratch / f"{part}.folded")
+    started = [
+        Child(name, argv, run.env(part), run.scratch / f"{part}{n or ''}.log").start()
+        for n in range(count)
+    ]
+    state.children.extend(started)
+    watched: Child | Children = started[0]
+    if count > 1:
+        watched = Children(started)
+        await scale_out.wait_stable(settings, watched, timeout_s=120)
+    profiler = Profiler(started[0].pid, run.scratch / f"{part}.folded")
 
     def ready() -> None:
         if options.profile and not profiler.start():
@@ -153,7 +169,7 @@ async def _consumer_run(
 
     try:
         result = await throughput.measure(
-            settings, work, child, timeout_s=120 + len(work) / 200, on_ready=ready
+            settings, work, watched, timeout_s=120 + len(work) / 200, on_ready=ready
         )
     finally:
         folded = profiler.stop()
@@ -267,6 +283,31 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         state.children.pop().stop()
         say(f"baseline: {base.events_per_s:,.0f} events/s")
 
+        scaled = None
+        if options.workers > 1:
+            say(f"scale-out: starting {options.workers} rfm workers in one group")
+            scaled = await _consumer_run(
+                run,
+                "scale",
+                "rfm worker",
+                WORKER,
+                work.events,
+                thresholds,
+                options,
+                state,
+                count=options.workers,
+            )
+            for _ in range(options.workers):
+                state.children.pop().stop()
+            say(f"scale-out: {scaled.events_per_s:,.0f} events/s with {options.workers} workers")
+            counts = await _counts(run.settings("scale"))
+            if counts != recomputed.counts:
+                state.notes.append(
+                    f"segment counts with {options.workers} workers {counts} differ from the"
+                    f" batch's {recomputed.counts}"
+                )
+            await run.drop_keys("scale")
+
         imported = await asyncio.to_thread(
             import_rate.measure, run.env("imp"), values, run.scratch, 120 + len(values) / 2000
         )
@@ -296,6 +337,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             machine=facts,
             throughput=e2e,
             baseline=base,
+            scale_out=scaled,
             latency=lat,
             latency_calm=calm,
             refresh=costs,

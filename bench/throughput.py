@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from bench import BenchError
-from bench.child import Child
+from bench.child import Child, Children
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
 from stream.store.keys import Keys
@@ -47,7 +47,7 @@ async def _accepted(redis: Any, keys: Keys) -> int:
     return int(await redis.hget(keys.stats(), "accepted") or 0)
 
 
-async def wait_ready(settings: Settings, child: Child, publisher: KafkaPublisher) -> int:
+async def wait_ready(settings: Settings, child: Child | Children, publisher: KafkaPublisher) -> int:
     """Block until the consumer applies events; returns its ``accepted`` counter then.
 
     The probes are erasures of customers that never existed: counted as accepted, they leave
@@ -83,7 +83,7 @@ async def wait_ready(settings: Settings, child: Child, publisher: KafkaPublisher
 async def measure(
     settings: Settings,
     events: Sequence[tuple[bytes, bytes]],
-    child: Child,
+    child: Child | Children,
     *,
     timeout_s: float,
     on_ready: Callable[[], object] = lambda: None,

@@ -362,6 +362,13 @@ def api(host: str, port: int) -> None:
 @click.option("--quick", is_flag=True, help="Small sizes for CI smoke runs (under a minute).")
 @click.option("--profile", is_flag=True, help="Sample the worker and the baseline with py-spy.")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Above 1: end to end again with this many workers in one group (scale-out).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -374,6 +381,7 @@ def bench_cmd(
     refresh_newcomers: int,
     quick: bool,
     profile: bool,
+    workers: int,
     json_path: Path | None,
 ) -> None:
     """Benchmark on the configured Kafka and Redis (SPEC section 10); PNG beside --json."""
@@ -394,6 +402,7 @@ def bench_cmd(
             refresh_sizes=parse_sizes(refresh_sizes),
             refresh_newcomers=refresh_newcomers,
             profile=profile,
+            workers=workers,
         )
         run_bench(settings, options, json_path)
     except BenchError as exc:

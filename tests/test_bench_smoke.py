@@ -1,9 +1,9 @@
 """`rfm bench --quick` runs against a real broker and Redis and reports SPEC section 10's shape.
 
 Speed is not asserted (CI boxes differ); what is: the JSON has every SPEC key with the right
-types, the chart is written beside it, the worker's final segment counts equal the batch
-recomputation of the same events (so the bench timed real work), and the run removes every
-topic and key it made.
+types, the chart is written beside it, the worker's final segment counts (and those of two
+workers sharing the load) equal the batch recomputation of the same events (so the bench
+timed real work), and the run removes every topic and key it made.
 """
 
 from __future__ import annotations
@@ -52,7 +52,17 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
     env.update({"RFM_KAFKA_BOOTSTRAP": infra.bootstrap, "RFM_REDIS_URL": infra.redis_url})
     out = tmp_path / "b.json"
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "bench", "--quick", "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "bench",
+            "--quick",
+            "--workers",
+            "2",
+            "--json",
+            str(out),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -64,6 +74,9 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
     assert set(doc) >= SPEC_KEYS, SPEC_KEYS - set(doc)
     assert number(doc["events_per_s"]) and doc["events_per_s"] > 0
     assert number(doc["baseline_events_per_s"]) and doc["baseline_events_per_s"] > 0
+    scaled = doc["scale_out"]  # two workers in one group, timed once the group is stable
+    assert scaled["workers"] == 2 and number(scaled["events_per_s"]), scaled
+    assert scaled["events_per_s"] > 0 and number(scaled["vs_one_worker"]), scaled
     latency = doc["latency_ms"]
     assert set(latency) == {"p50", "p95", "p99", "at_events_per_s"}
     assert all(number(v) and v > 0 for v in latency.values()), latency
