@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import faust
 
 from stream import native
 from stream.config import Settings
-from stream.faust_consumer import App
+from stream.faust_consumer import AgentEvents, App
 from stream.kafka import KafkaPublisher
 from stream.processor import Processor, wall_ms
 from stream.refit import refit
@@ -131,7 +131,7 @@ class Batches:
     batches of ~220 events (what Faust delivers in 20 ms), which kept the processor's
     load/fold/commit pipeline from overlapping at all."""
 
-    def __init__(self, runtime: Runtime, ack: Callable[[Any], Awaitable[Any]]) -> None:
+    def __init__(self, runtime: Runtime, ack: Callable[[Any], object]) -> None:
         self.runtime = runtime
         self.ack = ack
         self.pending: list[Any] = []
@@ -164,7 +164,7 @@ class Batches:
             ]
             await self.runtime.apply(records)
             for event in batch:
-                await self.ack(event)
+                self.ack(event)
 
     async def close(self) -> None:
         """Stop applying; events taken but not acked are delivered again after a restart."""
@@ -210,11 +210,11 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> None:
-        stream = stream.noack()  # acked by Batches, once applied
-        batches = Batches(runtime, stream.ack)
+        events = AgentEvents(stream.noack())  # acked by Batches, once applied
+        batches = Batches(runtime, events.ack)
         try:
-            async for event in stream.events():
-                await batches.add(event)
+            while True:
+                await batches.add(await events.get())
         finally:
             await batches.close()
 

@@ -1,6 +1,7 @@
 """The worker's Faust consumer: its Kafka fetch wait (Faust alone would use 1,500 ms), its
 hand-off of records to the streams, which skips mode's four tasks only when nothing blocks,
-and its poll while a full stream buffer holds a partition back (Faust alone waits 1 s)."""
+its poll while a full stream buffer holds a partition back (Faust alone waits 1 s), and the
+agent's events taken from its stream's queue with the two duties of Faust's stream kept."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from faust.events import Event
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from stream.config import settings_from
-from stream.faust_consumer import BUFFERED_POLL_S, FETCH_MAX_WAIT_MS, FastConsumer
+from stream.faust_consumer import BUFFERED_POLL_S, FETCH_MAX_WAIT_MS, AgentEvents, FastConsumer
 from stream.worker import build_app
 
 
@@ -173,3 +176,60 @@ def test_with_every_partition_held_back_the_poll_waits_for_one_to_drain() -> Non
     (records, active), polls = asyncio.run(scenario())
     assert (records, active) == ({}, {HELD})
     assert polls == [({HELD}, BUFFERED_POLL_S)]
+
+
+async def _agent_events() -> tuple[Any, AgentEvents]:
+    app = build_app(settings_from({}, {}))
+    topic = app.topic("rfm.orders", key_serializer="raw", value_serializer="raw")
+    app.topics.add(topic)  # subscribed, as the agent's source is: its messages are acked
+    await app.topics._update_indices()  # what the conductor does on a subscription change
+    return app, AgentEvents(app.stream(topic))
+
+
+def _event(app: Any, offset: int, generation: int | None = None) -> Any:
+    generation = app.consumer_generation_id if generation is None else generation
+    message = ConsumerMessage(  # what the consumer makes of a record
+        "rfm.orders", 0, offset, 0.0, 0, {}, b"c1", b"{}", None, generation_id=generation
+    )
+    return Event(app, b"c1", b"{}", {}, message)
+
+
+def test_an_agent_event_is_acked_and_tracked_only_where_faust_waits_for_it() -> None:
+    async def scenario(wait_empty: bool) -> tuple[bool, bool, bool]:
+        app, events = await _agent_events()
+        app.conf.stream_wait_empty = wait_empty
+        app.flow_control.resume()  # as a worker does once its partitions are assigned
+        events.queue.put_nowait(_event(app, 5))
+        event = await asyncio.wait_for(events.get(), 5)
+        tracked = event.message in app.consumer.unacked
+        events.ack(event)
+        return tracked, event.message.acked, event.message in app.consumer.unacked
+
+    assert build_app(settings_from({}, {})).conf.stream_wait_empty is False  # the worker's
+    assert asyncio.run(scenario(False)) == (False, True, False)
+    assert asyncio.run(scenario(True)) == (True, True, False)  # as Faust's stream tracks
+
+
+def test_events_fetched_before_a_rebalance_are_acked_and_dropped() -> None:
+    """(Faust's stream drops them the same way; so are events while the flow is stopped.)"""
+
+    async def scenario() -> tuple[int, bool]:
+        app, events = await _agent_events()
+        app.flow_control.resume()
+        stale = _event(app, 5, generation=app.consumer_generation_id - 1)
+        events.queue.put_nowait(stale)
+        events.queue.put_nowait(_event(app, 6))
+        event = await asyncio.wait_for(events.get(), 5)
+        return event.message.offset, stale.message.acked
+
+    assert asyncio.run(scenario()) == (6, True)
+
+
+def test_an_error_faust_throws_into_the_channel_reaches_the_agent() -> None:
+    async def scenario() -> None:
+        _, events = await _agent_events()
+        await events.queue.throw(ValueError("decode failed"))
+        await asyncio.wait_for(events.get(), 5)
+
+    with pytest.raises(ValueError, match="decode failed"):
+        asyncio.run(scenario())
