@@ -137,23 +137,22 @@ class AgentEvents:
     def __init__(self, stream: Any) -> None:
         self.app = stream.app
         self.queue = stream.channel.queue
+        # read once: Faust's settings and its app properties cost a lookup chain per access
+        self._track = self.app.conf.stream_wait_empty  # the only reader of the unacked set
+        self._flowing = self.app.flow_control.is_active
 
     async def get(self) -> Any:
         """The next event to apply; raises what Faust threw into the channel."""
-        app, consumer = self.app, self.app.consumer
-        track = app.conf.stream_wait_empty  # the only reader of the unacked set
+        app, flowing, get = self.app, self._flowing, self.queue.get
         while True:
-            event = await self.queue.get()
+            event = await get()
             message = event.message
-            if (
-                not app.flow_control.is_active()
-                or message.generation_id != app.consumer_generation_id
-            ):
+            if not flowing() or message.generation_id != app.consumer_generation_id:
                 event.ack()  # fetched before a rebalance: Faust's stream skips it the same way
                 continue
-            if track and not message.tracked and message.topic in app.topics.acking_topics:
+            if self._track and not message.tracked and message.topic in app.topics.acking_topics:
                 message.tracked = True
-                consumer.track_message(message)
+                app.consumer.track_message(message)
             return event
 
     @staticmethod

@@ -178,8 +178,9 @@ def test_with_every_partition_held_back_the_poll_waits_for_one_to_drain() -> Non
     assert polls == [({HELD}, BUFFERED_POLL_S)]
 
 
-async def _agent_events() -> tuple[Any, AgentEvents]:
+async def _agent_events(wait_empty: bool = False) -> tuple[Any, AgentEvents]:
     app = build_app(settings_from({}, {}))
+    app.conf.stream_wait_empty = wait_empty
     topic = app.topic("rfm.orders", key_serializer="raw", value_serializer="raw")
     app.topics.add(topic)  # subscribed, as the agent's source is: its messages are acked
     await app.topics._update_indices()  # what the conductor does on a subscription change
@@ -196,8 +197,7 @@ def _event(app: Any, offset: int, generation: int | None = None) -> Any:
 
 def test_an_agent_event_is_acked_and_tracked_only_where_faust_waits_for_it() -> None:
     async def scenario(wait_empty: bool) -> tuple[bool, bool, bool]:
-        app, events = await _agent_events()
-        app.conf.stream_wait_empty = wait_empty
+        app, events = await _agent_events(wait_empty)
         app.flow_control.resume()  # as a worker does once its partitions are assigned
         events.queue.put_nowait(_event(app, 5))
         event = await asyncio.wait_for(events.get(), 5)
