@@ -210,7 +210,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> None:
-        events = AgentEvents(stream.noack())  # acked by Batches, once applied
+        events = AgentEvents(stream)  # not iterated: Batches acks each event once applied
         batches = Batches(runtime, events.ack)
         try:
             while True:
