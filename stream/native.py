@@ -41,6 +41,7 @@ MODULES = (
     "stream.rescore",
     "stream.scoring",
     "stream.segments",
+    "stream.store.buckets",
     "stream.store.codec",
     "stream.store.commits",
     "stream.store.keys",
