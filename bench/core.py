@@ -74,12 +74,12 @@ def _best_us(passes: int, n: int, run: Callable[[], object]) -> float:
     return best
 
 
-Reply = tuple[list[bytes | None], list[bytes | None]]
+Reply = tuple[list[bytes | None], bytes | None]
 
 
 def _standing(loaded: Loaded, doc: dict[str, object]) -> Reply:
-    """The customer after the commit, as standing.lua returns it: summary fields, then its
-    r, f, m, i and due scores."""
+    """The customer after the commit, as standing.lua returns it: summary fields (its
+    index entries among them), then its due score."""
     fields = dict(loaded.before)
     sets = doc["set"]
     assert isinstance(sets, list)
@@ -87,12 +87,10 @@ def _standing(loaded: Loaded, doc: dict[str, object]) -> Reply:
     for name in doc["del"]:  # type: ignore[attr-defined]
         fields.pop(name, None)
     fields["v"] = str(int(str(doc["v"])) + 1)
-    index = doc["ix"]
-    assert isinstance(index, dict)
-    scores = [*(index[d] for d in "rfmi"), doc["due"]]
+    due = doc["due"]
     return (
         [None if f not in fields else fields[f].encode() for f in STANDING_FIELDS],
-        [s.encode() if isinstance(s, str) else None for s in scores],
+        due.encode() if isinstance(due, str) else None,
     )
 
 

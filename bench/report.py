@@ -38,6 +38,7 @@ KEY_CLASSES = {
     "c": "state",
     "h": "recent changes",
     "ix": "indexes",
+    "ixdir": "their bucket directories",
     "due": "clock index",
     "dueheads": "its bucket heads",
 }

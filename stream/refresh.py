@@ -46,6 +46,7 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
     if token is None:
         raise LeaseBusy("another process is refreshing thresholds")
     try:
+        await _drain_older_indexes(processor, token, lease_ms)
         current, base = await store.thresholds()
         buckets = processor.settings.scoring.buckets
         edges, population = await store.quantile_edges(buckets)
@@ -101,6 +102,30 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
         return report
     finally:
         await store.release_lease(token)
+
+
+async def _drain_older_indexes(processor: Processor, token: str, lease_ms: int) -> None:
+    """Move customers still in the single-zset indexes of the older layout into the
+    buckets before ranks are read from them: a full re-score commits each one's entries
+    where they now live. Entries no stored customer backs are dropped."""
+    store = processor.store
+
+    async def keep_lease() -> None:
+        if not await store.renew_lease(token, lease_ms):
+            raise LeaseBusy("lost the refresh lease while moving index entries")
+
+    moved = 0
+    for _round in range(10):  # bounded: a worker of the older layout may still be adding
+        ids = await store.older_index_members()
+        if not ids:
+            break
+        await processor.rescore(ids, "clock", before_batch=keep_lease)
+        left = await store.older_index_members()
+        if set(left) & set(ids):  # re-scored yet still there: nobody's entries
+            await store.drop_older_index_entries(sorted(set(left) & set(ids)))
+        moved += len(ids)
+    if moved:
+        log.info("moved %s customers' index entries into buckets", moved)
 
 
 def fingerprint(processor: Processor) -> str:

@@ -233,3 +233,12 @@ def assert_change_chains(messages: Iterable[Message], rows: dict[str, dict[str, 
         for before, after in itertools.pairwise(docs):
             assert after["from"] == before["to"], cid
         assert docs[-1]["to"] == rows[cid]["segment"], cid
+
+
+async def index_entries(store: Any, dim: str) -> list[tuple[bytes, float]]:
+    """Every entry of one score index (unsharded), in index order, across its buckets."""
+    k, r = store.keys, store.redis
+    out: list[tuple[bytes, float]] = []
+    for b in await r.zrange(k.index_directory(dim), 0, -1):
+        out += await r.zrange(k.index_bucket(dim, b), 0, -1, withscores=True)
+    return out

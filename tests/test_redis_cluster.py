@@ -181,8 +181,11 @@ def test_quantile_edges_across_shards_equal_the_ranks_of_the_whole_population(
                 for n, value in enumerate(values):
                     cid = f"c{n}"
                     by_shard[store.keys.shard_of(cid)][cid] = value
-                for shard, members in by_shard.items():
-                    await store.redis.zadd(store.keys.index(d, shard), members)
+                for shard, members in by_shard.items():  # unsplit: one bucket per shard
+                    k = store.keys
+                    await store.redis.zadd(k.index_bucket(d, b"", shard), members)
+                    await store.redis.zadd(k.index_directory(d, shard), {b"": 0})
+                    await store.redis.hset(k.index_sizes(d, shard), b"", len(members))
             for buckets in (2, 5, 9):
                 edges, population = await store.quantile_edges(buckets)
                 for d, values in populations.items():

@@ -26,11 +26,12 @@ from stream.config import Settings
 from stream.processor import Processor
 from stream.refresh import refresh
 from stream.segments import load_scheme
-from stream.store.keys import Keys
+from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from stream.transitions import Record
 from tests.conftest import Isolated
+from tests.support import index_entries
 
 pytestmark = pytest.mark.integration
 
@@ -137,8 +138,8 @@ async def stored_state(store: RedisStore, ids: Sequence[str]) -> dict[str, Any]:
     for cid in ids:
         fields = await r.hgetall(k.customer(cid))
         out[cid] = {f.decode(): _without_wall_time(f, v).decode() for f, v in fields.items()}
-    for key in k.indexes():
-        out[key.rsplit(":", 1)[-1]] = await r.zrange(key, 0, -1, withscores=True)
+    for d in DIMS:
+        out[f"ix:{d}"] = await index_entries(store, d)
     out["due"] = {cid: await r.zscore(k.due_of(cid), cid) for cid in ids}
     for key in (k.counts(), k.segment_report(), k.grid()):
         out[key.rsplit(":", 1)[-1]] = await r.hgetall(key)

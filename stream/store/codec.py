@@ -6,7 +6,9 @@ Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` ch
 ``lt`` lifetime purchases "purchase_days,spend,first_day_spend", ``cr`` "1" when at churn risk,
 ``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight,
 ``h:<seq>`` -> the change numbered seq, ``[from, to, cause, at]`` (the HISTORY newest only),
-``e:<event_id>`` -> when that event's dedupe mark expires (epoch ms).
+``e:<event_id>`` -> when that event's dedupe mark expires (epoch ms),
+``x`` the score index entries "r,f,m,i" as last committed ("" = none): where the commit
+script finds the customer's entries in the bucketed indexes (stream.store.buckets).
 """
 
 from __future__ import annotations
@@ -90,6 +92,18 @@ def _derive_lifetime(c: Customer) -> None:
 
 def _s(v: int | None) -> str:
     return "" if v is None else str(v)
+
+
+def index_text(index: dict[str, int | None]) -> str:
+    """The ``x`` field: a customer's index entries in DIMS order."""
+    return ",".join(_s(index.get(d)) for d in ("r", "f", "m", "i"))
+
+
+def stored_index(text: str | None) -> list[int | None] | None:
+    """The ``x`` field read back (``None`` when absent: stored before indexes were bucketed)."""
+    if text is None:
+        return None
+    return [_opt_int(part) for part in text.split(",")]
 
 
 # The fields a re-score against new thresholds can change; it reads the others but they

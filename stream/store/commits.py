@@ -14,14 +14,17 @@ from typing import Any
 from stream.changes import SegmentChange
 from stream.customer import Customer, Metrics
 from stream.scoring import Scores
+from stream.store.buckets import bound
 from stream.store.codec import (
     RESCORED,
     customer_from_fields,
     diff,
     encode_customer,
     history_fields,
+    index_text,
     report_share,
     rescored_fields,
+    stored_index,
 )
 from stream.store.keys import DIMS
 
@@ -162,6 +165,8 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         sets, dels, share_after = _rescored_diff(c, share_before)
     else:
         after = {} if c.erase else encode_customer(cust)
+        if c.index is not None and not c.erase:
+            after["x"] = index_text(c.index)
         sets, dels = diff(c.before, after)
         share_after = report_share(after)
     if c.changes and not c.erase:
@@ -177,6 +182,7 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     if c.index is not None:
         index = c.index
         doc["ix"] = {d: (False if index.get(d) is None else str(index[d])) for d in DIMS}
+        doc["ix_old"] = stored_index(c.before.get("x"))
         doc["due"] = False if c.due is None else str(c.due)
     seg_after = None if c.erase else cust.segment
     if seg_after != c.segment_before:
@@ -234,9 +240,15 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
         doc.get("acc", ""),
     ]
     if ix is not None:
-        for d in DIMS:
+        member = doc["id"].encode("utf-8", "surrogatepass")
+        old: list[int | None] = doc.get("ix_old") or [None] * len(DIMS)
+        for d, was in zip(DIMS, old, strict=True):
             score = ix[d]
-            record.append(score if score is not False else "")
+            record.append(b"" if was is None else bound(was, member))
+            if score is False:
+                record += ("", b"")
+            else:
+                record += (score, bound(int(score), member))
         due = doc["due"]
         record.append(due if due is not False else "")
     record += sets
@@ -277,7 +289,7 @@ def loaded_from_reply(
 
 
 # standing.lua's fields, in its HMGET order (``standing_from_reply`` reads them by place)
-STANDING_FIELDS = ("v", "fo", "lo", "li", "ch", "sc", "sg", "sq", "tl", "lt", "cr")
+STANDING_FIELDS = ("v", "fo", "lo", "li", "ch", "sc", "sg", "sq", "tl", "lt", "cr", "x")
 
 
 def _indexed(raw: bytes | None) -> int | None:
@@ -293,18 +305,20 @@ def _ms(text: str | None) -> int | None:
 
 
 def standing_from_reply(
-    customer_id: str, values: Sequence[bytes | None], scores: Sequence[bytes | None]
+    customer_id: str, values: Sequence[bytes | None], due_score: bytes | None
 ) -> Standing | None:
-    """One customer of a standing.lua reply: its summary fields and its r, f, m, i and due
-    scores. ``None`` when the index does not account for the hash as the commit script
-    writes them together (a layout this code never wrote): re-score it from its full state.
-    An absent customer comes back as one that does not exist.
+    """One customer of a standing.lua reply: its summary fields (its index entries, ``x``,
+    among them) and its due score. ``None`` when the entries do not account for the hash as
+    the commit script writes them together (a layout this code never wrote, or entries
+    not yet moved out of the older single zsets): re-score it from its full state. An
+    absent customer comes back as one that does not exist.
 
     Positional, not ``customer_from_fields``: its field-by-field dispatch was a fifth of a
-    refresh's Python time, and a standing holds the same eleven fields every time."""
-    v, fo, lo, li, ch, sc, sg, sq, tl, lt, cr = [_text(x) for x in values]
+    refresh's Python time, and a standing holds the same twelve fields every time."""
+    v, fo, lo, li, ch, sc, sg, sq, tl, lt, cr, x = [_text(raw) for raw in values]
     try:
-        r, f, m, i, due = [_indexed(x) for x in scores]
+        r, f, m, i = stored_index(x) or (None, None, None, None)
+        due = _indexed(due_score)
     except ValueError:  # a score beyond integer precision: not one of ours
         return None
     customer = Customer(customer_id)
@@ -355,6 +369,8 @@ def standing_from_reply(
     if cr is not None:
         before["cr"] = cr
         customer.churn_risk = cr == "1"
+    if x is not None:
+        before["x"] = x
     metrics = Metrics(
         orders=f or 0,
         monetary=m or 0,

@@ -95,7 +95,25 @@ class Keys:
     # ---- per shard (aggregates kept by the commit script) ------------------------------
 
     def index(self, dim: str, shard: int = 0) -> str:
+        """A score index as one zset: the older layout, drained by commits and by the next
+        refresh. Also the name its buckets extend (``index_bucket``)."""
         return f"{self.prefix}ix:{dim}{self._tag(shard)}"
+
+    def index_bucket(self, dim: str, bucket_bound: bytes, shard: int = 0) -> bytes:
+        """One bucket of a score index (zset, member = customer id, score = value): the
+        members from ``bucket_bound`` up to the next bucket's (``stream.store.buckets``)."""
+        return self.index(dim, shard).encode() + b":" + bucket_bound
+
+    def index_directory(self, dim: str, shard: int = 0) -> str:
+        """Zset of a score index's bucket bounds, every score 0, so BYLEX is bound order."""
+        return f"{self.prefix}ixdir:{dim}{self._tag(shard)}"
+
+    def index_directories(self, shard: int = 0) -> list[str]:
+        return [self.index_directory(d, shard) for d in DIMS]
+
+    def index_sizes(self, dim: str, shard: int = 0) -> str:
+        """Hash bucket bound -> members, kept with the buckets: a census in one command."""
+        return f"{self.prefix}ixn:{dim}{self._tag(shard)}"
 
     def indexes(self, shard: int = 0) -> list[str]:
         return [self.index(d, shard) for d in DIMS]

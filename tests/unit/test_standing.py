@@ -23,7 +23,7 @@ from stream.prediction import Model
 from stream.rescore import ScoringContext
 from stream.scoring import DAY_MS, Thresholds
 from stream.segments import load_scheme
-from stream.store.codec import customer_from_fields, encode_customer
+from stream.store.codec import customer_from_fields, encode_customer, index_text
 from stream.store.commits import (
     STANDING_FIELDS,
     Loaded,
@@ -85,15 +85,13 @@ def _stored(
     commit = commit_for(Loaded(c, {}), _ctx(edges, 1, NOW), "order")
     assert commit.index is not None
     c.churn_risk = flagged  # written while churn events were on
-    return {**encode_customer(c), "v": "3"}, commit.index, commit.due
+    stored = {**encode_customer(c), "v": "3", "x": index_text(commit.index)}
+    return stored, commit.index, commit.due
 
 
-def _reply(
-    stored: dict[str, str], index: dict[str, int | None], due: int | None
-) -> tuple[list[bytes | None], list[bytes | None]]:
+def _reply(stored: dict[str, str], due: int | None) -> tuple[list[bytes | None], bytes | None]:
     values = [None if f not in stored else stored[f].encode() for f in STANDING_FIELDS]
-    scores = [None if index.get(d) is None else str(index[d]).encode() for d in DIMS]
-    return values, [*scores, None if due is None else str(due).encode()]
+    return values, None if due is None else str(due).encode()
 
 
 @settings(max_examples=300, deadline=None)
@@ -114,7 +112,7 @@ def test_a_standing_rescore_commits_what_the_full_state_would(
     full = commit_doc(
         commit_for(Loaded(full_state, {k: v for k, v in stored.items() if k != "v"}), ctx, "t")
     )
-    standing = standing_from_reply("c-1", *_reply(stored, index, due))
+    standing = standing_from_reply("c-1", *_reply(stored, due))
     assert standing is not None
     out = rescored_standing(ctx, "t", standing)
 
@@ -128,7 +126,8 @@ def test_a_standing_rescore_commits_what_the_full_state_would(
     # the full path rewrites the index and due entries unchanged ...
     assert full["ix"] == {d: False if index[d] is None else str(index[d]) for d in DIMS}
     assert full["due"] == (False if due is None else str(due))
-    rest = {k: v for k, v in full.items() if k not in ("ix", "due")}
+    assert full["ix_old"] == [index[d] for d in DIMS]  # read back from the hash's "x"
+    rest = {k: v for k, v in full.items() if k not in ("ix", "ix_old", "due")}
     if out.commit is None:  # ... and nothing else, when the standing commits nothing
         assert rest == {"id": "c-1", "v": "3", "set": [], "del": []}
     else:
@@ -137,12 +136,14 @@ def test_a_standing_rescore_commits_what_the_full_state_would(
 
 
 def _standing(**changed: bytes | None) -> Standing | None:
-    stored, index, due = _stored([(3, 5_000, None)], [4], {d: (1, 2, 3, 4) for d in DIMS}, False)
-    values, scores = _reply(stored, index, due)
-    names = ["r", "f", "m", "i", "due"]
+    stored, _, due = _stored([(3, 5_000, None)], [4], {d: (1, 2, 3, 4) for d in DIMS}, False)
+    entries = stored["x"].split(",")
     for name, raw in changed.items():
-        scores[names.index(name)] = raw
-    return standing_from_reply("c-1", values, scores)
+        if name == "due":
+            due = None if raw is None else int(raw)
+        else:
+            entries[list(DIMS).index(name)] = "" if raw is None else raw.decode()
+    return standing_from_reply("c-1", *_reply({**stored, "x": ",".join(entries)}, due))
 
 
 def test_a_standing_the_index_does_not_account_for_is_refused() -> None:
@@ -151,6 +152,9 @@ def test_a_standing_the_index_does_not_account_for_is_refused() -> None:
     assert _standing(i=None) is None
     assert _standing(r=b"1") is None  # last order differs from the hash's
     assert _standing(m=b"1.5e+20") is None  # beyond integer precision: not ours
+    stored, _, due = _stored([(3, 5_000, None)], [4], {d: (1, 2, 3, 4) for d in DIMS}, False)
+    del stored["x"]  # stored before the indexes were bucketed: its entries sit elsewhere
+    assert standing_from_reply("c-1", *_reply(stored, due)) is None
 
 
 @pytest.mark.parametrize("kind", ["fixed", "churn"])

@@ -4,7 +4,10 @@ commit.lua -- apply a batch of customers' new states in one atomic step.
 KEYS[1]  fence hash (v = thresholds version, mv = CLV model version): the thresholds hash
          itself when unsharded, else this shard's mirror of it (see raise_fence.lua)
 KEYS[2]  live segment counts hash      KEYS[3]  outbox stream
-KEYS[4..7] population indexes ix:r ix:f ix:m ix:i (zsets, member = customer id)
+KEYS[4..7] the population indexes ix:r ix:f ix:m ix:i as single zsets, the older layout
+         (entries leave them as their customers commit), and the names their buckets
+         extend: bucket "<bound>" of ix:r is the zset "ix:r:<bound>" (member = customer id,
+         score = value; see stream/store/buckets.py)
 KEYS[8]  the shard's single due zset of the older layout (entries leave it as their
          customers commit; see KEYS[18+4n])
 KEYS[9]  event clock (string, highest occurred_at applied)
@@ -13,12 +16,16 @@ KEYS[11] segment report hash ("<seg>|orders", "<seg>|monetary", "<seg>|ch:<chann
 KEYS[12] R x F grid hash ("<r>:<f>" -> customers)
 KEYS[13] this hour's transitions hash ("<from>><to>" -> moves)
 KEYS[14] due heads zset (member = a due bucket's key, score <= the bucket's earliest entry)
+KEYS[15..18] the bucket directories of ix:r ix:f ix:m ix:i (zsets, every score 0, member
+         = a bucket's bound: "" for the first, else the 7-byte encoded value and the id of
+         its first member, so BYLEX order is the index's (value, id) order)
+KEYS[19..22] their bucket sizes (hash, bound -> members; the same bounds as the directory)
 then for the n-th customer of the batch (n = 0, 1, ...):
-KEYS[15+4n] its hash   KEYS[16+4n] its dedupe marks zset from before marks moved into
+KEYS[23+4n] its hash   KEYS[24+4n] its dedupe marks zset from before marks moved into
            the hash (member = event id, score = expiry; read by load.lua until it expires)
-KEYS[17+4n] its recent-changes list from before they moved into its hash (deleted with
+KEYS[25+4n] its recent-changes list from before they moved into its hash (deleted with
            the customer on erasure; nothing else writes it now)
-KEYS[18+4n] its due bucket (zset, member = customer id, score = when the clock alone
+KEYS[26+4n] its due bucket (zset, member = customer id, score = when the clock alone
            next changes the customer)
 
 ARGV[1]  thresholds version the batch was scored against ("-1" = do not check)
@@ -31,8 +38,10 @@ ARGV[4..] one record per customer, in KEYS order, flat (no JSON to decode: decod
            segment before, segment after, event clock ms, events accepted
          ("" = none), where flags holds "x" (index entries follow), "e" (erase the
          customer), "f" (an erasure: drop its older marks zset), "s" (the segment moved);
-         then, with "x", its r f m i and due scores ("" removes the entry; without "x"
-         they stay as stored: a re-score from the standing, whose metrics did not move);
+         then, with "x", per dimension r f m i its old bound, new score and new bound
+         ("" = no entry; the old bound comes from the hash's "x" field, which the same
+         record rewrites) and its due score ("" removes the entry); without "x" they stay
+         as stored: a re-score from the standing, whose metrics did not move;
          then the sections the header counts: HSET field/value pairs (dedupe marks among
          them, as "e:<event id>" -> expiry: no key and no commands of their own), HDEL
          fields, change events to publish (segment move, then churn; their history
@@ -48,7 +57,9 @@ Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or
 
 Invariant kept atomically: each applied customer's state (its recent-change history is
 fields of the same hash), dedupe marks, index entries (with at most one due entry, in its
-bucket, and that bucket's head no later than it) and outbox entries move together with
+bucket, and that bucket's head no later than it; each score index entry in the one
+bucket its bound falls in, every bucket non-empty, under 128 members, listed in its
+directory and counted in its sizes hash) and outbox entries move together with
 the live counts, counters and operator aggregates (report, grid, transitions), so counts
 always equal the customers per stored segment and no change can be lost between state and
 publish. A customer whose version moved is skipped
@@ -82,12 +93,71 @@ local function add(t, k, delta)
   t[k] = (t[k] or 0) + delta
 end
 
+-- ---- score index buckets (stream/store/buckets.py) ----
+local BUCKET_MAX = 128 -- Redis's default zset-max-listpack-entries: split before it converts
+local OFFSET = 4503599627370496 -- 2^52
+local LIMIT = OFFSET - 1
+
+-- buckets.encode: 7-byte big-endian value + 2^52, clamped, so byte order is numeric order
+local function encode(score)
+  local v = tonumber(score)
+  if v > LIMIT then v = LIMIT elseif v < -LIMIT then v = -LIMIT end
+  local u, out = v + OFFSET, {}
+  for i = 7, 1, -1 do
+    local byte = u % 256
+    out[i] = byte
+    u = (u - byte) / 256
+  end
+  return string.char(unpack(out))
+end
+
+-- the bound of the bucket holding `bound`: the directory's last member <= it ("" = first)
+local function bucket_of(d, bound)
+  local found = redis.call('ZRANGE', KEYS[14 + d], '[' .. bound, '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
+  return found[1] or ''
+end
+
+local function index_remove(d, bound, member)
+  local b = bucket_of(d, bound)
+  if redis.call('ZREM', KEYS[3 + d] .. ':' .. b, member) == 1 then
+    if redis.call('HINCRBY', KEYS[18 + d], b, -1) == 0 then
+      redis.call('HDEL', KEYS[18 + d], b)
+      redis.call('ZREM', KEYS[14 + d], b)
+    end
+  end
+end
+
+local function index_add(d, score, bound, member)
+  local b = bucket_of(d, bound)
+  local key = KEYS[3 + d] .. ':' .. b
+  if redis.call('ZADD', key, score, member) == 0 then return end -- already there
+  local size = redis.call('HINCRBY', KEYS[18 + d], b, 1)
+  if size == 1 then
+    redis.call('ZADD', KEYS[14 + d], 0, b)
+  elseif size >= BUCKET_MAX then -- the upper half becomes a bucket of its own
+    local half = math.floor(size / 2)
+    local upper = redis.call('ZRANGE', key, half, -1, 'WITHSCORES')
+    local split = encode(upper[2]) .. upper[1]
+    local pairs_ = {}
+    for i = 1, #upper, 2 do
+      pairs_[#pairs_ + 1] = upper[i + 1]
+      pairs_[#pairs_ + 1] = upper[i]
+    end
+    redis.call('ZADD', KEYS[3 + d] .. ':' .. split, unpack(pairs_))
+    redis.call('ZREMRANGEBYRANK', key, half, -1)
+    redis.call('ZADD', KEYS[14 + d], 0, split)
+    redis.call('HSET', KEYS[18 + d], b, half, split, size - half)
+  end
+end
+
+local older_ix = {}
+for d = 1, DIMS do older_ix[d] = redis.call('EXISTS', KEYS[3 + d]) == 1 end
 local older_due = redis.call('EXISTS', KEYS[8]) == 1
 local p = 4 -- the next record's first value
 local n = 0
 while p <= #ARGV do
   n = n + 1
-  local base = 15 + 4 * (n - 1)
+  local base = 23 + 4 * (n - 1)
   local hash, marks, legacy = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local member, flags = ARGV[p], ARGV[p + 2]
   local nset, ndel, nout = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
@@ -95,8 +165,8 @@ while p <= #ARGV do
   local seg_from, seg_to = ARGV[p + 8], ARGV[p + 9]
   local at, acc = ARGV[p + 10], ARGV[p + 11]
   local indexed = string.find(flags, 'x', 1, true)
-  local ix = p + 12 -- r f m i due, when indexed
-  local q = indexed and ix + DIMS + 1 or ix -- the first section
+  local ix = p + 12 -- (old bound, score, new bound) per dimension, then due, when indexed
+  local q = indexed and ix + 3 * DIMS + 1 or ix -- the first section
   local next_record = q + nset + ndel + nout + nagg + ngrid
   local current = tonumber(redis.call('HGET', hash, 'v') or '0')
   if current ~= tonumber(ARGV[p + 1]) then
@@ -118,15 +188,16 @@ while p <= #ARGV do
     end
     q = q + ndel
     if indexed then
-      for d = 1, DIMS do -- KEYS[4..7] the score indexes
-        local score = ARGV[ix + d - 1]
-        if score ~= '' then
-          redis.call('ZADD', KEYS[3 + d], score, member)
-        else
-          redis.call('ZREM', KEYS[3 + d], member)
+      for d = 1, DIMS do
+        local o = ix + 3 * (d - 1)
+        local old_bound, new_bound = ARGV[o], ARGV[o + 2]
+        if older_ix[d] then redis.call('ZREM', KEYS[3 + d], member) end
+        if old_bound ~= new_bound then
+          if old_bound ~= '' then index_remove(d, old_bound, member) end
+          if new_bound ~= '' then index_add(d, ARGV[o + 1], new_bound, member) end
         end
       end
-      local due, bucket = ARGV[ix + DIMS], KEYS[base + 3]
+      local due, bucket = ARGV[ix + 3 * DIMS], KEYS[base + 3]
       if due ~= '' then
         redis.call('ZADD', bucket, due, member)
         redis.call('ZADD', KEYS[14], 'LT', due, bucket) -- LT: a head only ever moves earlier
