@@ -45,12 +45,13 @@ def chromium() -> str:
     ):
         if candidate and Path(candidate).exists():
             return candidate
-    pytest.skip("no chromium: scripts/bootstrap installs Debian's (apt-get install chromium)")
+    pytest.skip("chromium is missing: scripts/bootstrap installs Debian's (apt-get chromium)")
 
 
 @pytest.fixture
 def browser_page(tmp_path: Path) -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from playwright import sync_api  # a test dependency: installed with the project's extras
+
     executable = chromium()
     with (
         tempfile.TemporaryDirectory(dir=tmp_path) as profile,

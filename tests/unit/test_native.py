@@ -99,7 +99,10 @@ def test_rfm_native_0_runs_plain_python() -> None:
 @pytest.fixture
 def compiled() -> None:
     if _current_build() is None:
-        pytest.skip("no current compiled core: scripts/build-native (scripts/test builds it)")
+        pytest.skip(
+            "no current compiled core: needs gcc and python3-dev, then scripts/build-native"
+            " (scripts/bootstrap installs both and builds it)"
+        )
 
 
 @pytest.mark.usefixtures("compiled")
