@@ -16,8 +16,10 @@ import redis
 
 from stream.kafka import ensure_topics
 from stream.segments import load_scheme
+from stream.store.keys import Keys
 from stream.topics import Topics
 from tests.conftest import Isolated
+from tests.oracle import recompute
 from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
 
 pytestmark = pytest.mark.integration
@@ -29,6 +31,7 @@ def test_switching_scheme_reclassifies_everyone_once(
     rng = random.Random(8)
     settings = isolated.settings()
     topics = Topics(settings.topic_prefix)
+    keys = Keys(settings.key_prefix, settings.redis_shards)
     asyncio.run(ensure_topics(settings))
     now = int(time.time() * 1000)
     docs = [
@@ -43,10 +46,22 @@ def test_switching_scheme_reclassifies_everyone_once(
         }
         for n in range(2_000)
     ]
+    # Independently of the scorer: each customer's segment under either scheme, from the raw
+    # events (event clock, default window), and so who must move when the scheme changes.
+    before = recompute(docs, load_scheme("rfm-classic", 5))
+    after = recompute(docs, load_scheme("simple", 5))
+    must_move = {cid: (before[cid].segment, after[cid].segment) for cid in before}
+    must_move = {cid: pair for cid, pair in must_move.items() if pair[0] != pair[1]}
+    assert 0 < len(must_move) < len(before)  # some stay (at_risk is in both schemes)
+
     classic = isolated.config_file('[scoring]\nclock = "event"\nrefresh_interval = "1s"\n')
     worker = start_worker(classic, name="classic")
     produce(settings, [(topics.orders, d["customer_id"].encode(), orjson.dumps(d)) for d in docs])
     client = redis.Redis.from_url(isolated.infra.redis_url, decode_responses=True)
+
+    def outbox_length() -> int:
+        return sum(int(client.xlen(keys.outbox(s))) for s in keys.all_shards)
+
     try:
         wait_for(
             lambda: int(client.hget(f"{isolated.name}:stats", "accepted") or 0) >= len(docs),
@@ -56,6 +71,13 @@ def test_switching_scheme_reclassifies_everyone_once(
         )
         rfm(isolated, classic, "refresh")
         customers = len(set(d["customer_id"] for d in docs))
+        assert customers == len(before)
+        classic_print = wait_for(
+            lambda: client.get(keys.scoring_fingerprint),
+            timeout=60,
+            what="the classic configuration recorded",
+            diagnose=worker.tail,
+        )
         worker.stop()
 
         simple = isolated.tmp / "simple.toml"
@@ -66,16 +88,23 @@ def test_switching_scheme_reclassifies_everyone_once(
         worker = start_worker(simple, name="simple")
         samples: list[int] = []
 
-        def reclassified() -> bool:
+        def reconfigured() -> bool:
             counts = {k: int(v) for k, v in client.hgetall(f"{isolated.name}:counts").items()}
             samples.append(sum(counts.values()))
-            return {k for k, v in counts.items() if v} <= set(load_scheme("simple", 5).ids)
+            # the fingerprint is recorded only once every customer has been re-scored
+            return client.get(keys.scoring_fingerprint) not in (None, classic_print)
 
         wait_for(
-            reclassified,
+            reconfigured,
             timeout=120,
-            what="every customer in a 'simple' segment",
+            what="the re-score under the 'simple' scheme to finish",
             diagnose=worker.tail,
+        )
+        wait_for(
+            lambda: outbox_length() == 0,
+            timeout=60,
+            what="every committed change published (outbox drained)",
+            diagnose=lambda: f"outbox={outbox_length()}\n{worker.tail()}",
         )
         assert set(samples) == {customers}  # counts stayed exact while customers moved
         live = {k: int(v) for k, v in client.hgetall(f"{isolated.name}:counts").items() if int(v)}
@@ -85,8 +114,15 @@ def test_switching_scheme_reclassifies_everyone_once(
     rows = [orjson.loads(line) for line in rfm(isolated, simple, "export").splitlines()]
     assert len(rows) == customers
     assert dict(Counter(r["segment"] for r in rows)) == live
-    moved = [
+    assert {r["customer_id"]: r["segment"] for r in rows} == {
+        cid: want.segment for cid, want in after.items()
+    }
+    reconfigure = [
         m.json() for m in read_topic(settings, topics.changes) if m.json()["cause"] == "reconfigure"
     ]
-    assert moved and all(c["scheme"] == "simple" for c in moved)
-    assert len({c["customer_id"] for c in moved}) == len(moved)  # once per customer
+    assert all(c["scheme"] == "simple" for c in reconfigure)
+    unique = {c["event_id"]: c for c in reconfigure}  # a re-sent change keeps its event_id
+    per_customer = Counter(c["customer_id"] for c in unique.values())
+    assert [cid for cid, n in per_customer.items() if n > 1] == []  # once per customer
+    assert len(unique) == len(must_move)
+    assert {c["customer_id"]: (c["from"], c["to"]) for c in unique.values()} == must_move
