@@ -61,6 +61,8 @@ class Results:
     # the memory target is stated at 1,000,000 customers, which the end-to-end run is not
     refresh_memory: dict[int, Memory] = field(default_factory=dict)
     core: dict[str, CoreCost] = field(default_factory=dict)  # "plain", "compiled" if built
+    # customers per segment as the workers left them: "end_to_end", "scale_out" if it ran
+    segment_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     profiles: dict[str, list[HotSpot]] = field(default_factory=dict)
     profile_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -124,6 +126,7 @@ def to_json(r: Results) -> dict[str, Any]:
             else None
         ),
         "core_us_per_customer": {mode: c.as_dict() for mode, c in r.core.items()},
+        "segment_counts": {**r.segment_counts, "batch": r.batch.counts},
         "params": r.params,
         "notes": r.notes,
     }

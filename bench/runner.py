@@ -42,7 +42,7 @@ from bench.namespace import Run
 from bench.profile import HotSpot, Profiler, hot_spots
 from bench.report import Results, chart, profile_table, table, to_json
 from bench.thresholds import Population, seed, thresholds_of
-from bench.workload import orders
+from bench.workload import SEED, orders
 from stream.config import Settings
 from stream.kafka import ensure_topics
 from stream.processor import wall_ms
@@ -227,10 +227,12 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
     try:
         facts = await machine.facts(settings)
         started = time.perf_counter()
+        generated_at = wall_ms()
         work = orders(
             options.customers,
             options.events,
-            now_ms=wall_ms(),
+            now_ms=generated_at,
+            seed=SEED,
             currency=settings.store.currency,
             decimals=settings.store.currency_decimals,
         )
@@ -266,6 +268,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         say(f"end to end: {e2e.events_per_s:,.0f} events/s")
         # The worker's final state must be what the batch computed from the same events.
         counts = await _counts(settings)
+        segment_counts = {"end_to_end": counts}
         if counts != recomputed.counts:
             state.notes.append(
                 f"streaming segment counts {counts} differ from the batch's {recomputed.counts}"
@@ -301,6 +304,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
                 state.children.pop().stop()
             say(f"scale-out: {scaled.events_per_s:,.0f} events/s with {options.workers} workers")
             counts = await _counts(run.settings("scale"))
+            segment_counts["scale_out"] = counts
             if counts != recomputed.counts:
                 state.notes.append(
                     f"segment counts with {options.workers} workers {counts} differ from the"
@@ -333,6 +337,14 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
                 "customers": work.customers,
                 "scheme": scoring.scheme,
                 "buckets": scoring.buckets,
+                # what regenerates the events: bench.workload.orders(customers, events,
+                # now_ms=..., seed=...) with the store's currency
+                "workload": {
+                    "seed": SEED,
+                    "now_ms": generated_at,
+                    "currency": settings.store.currency,
+                    "decimals": settings.store.currency_decimals,
+                },
             },
             machine=facts,
             throughput=e2e,
@@ -346,6 +358,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             batch=recomputed,
             import_rate=imported,
             core=cpu,
+            segment_counts=segment_counts,
             profiles={who: spots for who, (_, spots) in state.profiles.items()},
             profile_files={who: path for who, (path, _) in state.profiles.items()},
             notes=state.notes,

@@ -21,6 +21,7 @@ SPREAD_MS = 300 * DAY_MS  # history inside the default 365-day window: nothing a
 MIN_AMOUNT = 10_000  # minor units (100.00)
 MAX_AMOUNT = 5_000_000  # minor units (50,000.00)
 CHANNELS = ("online", "online", "app", "pos", "social")
+SEED = 20_261_123  # the generator's default: the same arguments give the same events
 
 
 @dataclass
@@ -51,7 +52,7 @@ def orders(
     *,
     now_ms: int,
     tag: str = "c",
-    seed: int = 20_261_123,
+    seed: int = SEED,
     currency: str = "TWD",
     decimals: int = 2,
 ) -> Workload:

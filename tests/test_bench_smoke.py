@@ -2,8 +2,10 @@
 
 Speed is not asserted (CI boxes differ); what is: the JSON has every SPEC key with the right
 types, the chart is written beside it, the worker's final segment counts (and those of two
-workers sharing the load) equal the batch recomputation of the same events (so the bench
-timed real work), and the run removes every topic and key it made.
+workers sharing the load) equal ``tests.oracle``'s recomputation of the same events,
+regenerated here from the generator inputs the JSON names (so the bench timed real work, and
+its own numpy yardstick is held to the oracle too), and the run removes every topic and key
+it made.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,12 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import baseline
+from bench import baseline, workload
 from stream import worker
+from stream.segments import load_scheme
 from stream.stack import KAFKA_VERSION
 from tests.conftest import Infra
+from tests.oracle import recompute
 
 SPEC_KEYS = {
     "events_per_s",
@@ -110,6 +115,28 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
         assert 0 < cost["moved_share"] <= 1, cpu
 
     assert not [n for n in doc["notes"] if "differ" in n or "never arrived" in n], doc["notes"]
+    # The segment counts, against the oracle over the very events the bench sent.
+    params = doc["params"]
+    gen = params["workload"]
+    work = workload.orders(
+        params["customers"],
+        params["events"],
+        now_ms=gen["now_ms"],
+        seed=gen["seed"],
+        currency=gen["currency"],
+        decimals=gen["decimals"],
+    )
+    assert (len(work), work.customers) == (params["events"], params["customers"])
+    scheme = load_scheme(params["scheme"], params["buckets"])
+    expected = recompute(
+        [orjson.loads(value) for _, value in work.events], scheme, buckets=params["buckets"]
+    )
+    want = dict(Counter(e.segment for e in expected.values()))
+    assert len(expected) == params["customers"] and len(want) > 3, want
+    counts = doc["segment_counts"]
+    assert counts["end_to_end"] == want, counts
+    assert counts["scale_out"] == want, counts
+    assert counts["batch"] == want, counts
     png = out.with_suffix(".png")
     if "chart skipped" not in " ".join(doc["notes"]):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
