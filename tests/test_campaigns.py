@@ -16,6 +16,7 @@ import hmac
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +35,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.child import Child
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
+from stream.segments import load_scheme
 from stream.topics import Topics
+from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.support import produce, read_topic, wait_for
 
@@ -53,6 +56,7 @@ class Hit:
     key: str
     signature: str
     body: bytes
+    at: int  # wall clock when the request arrived, epoch ms
 
     def json(self) -> dict[str, Any]:
         doc = orjson.loads(self.body)
@@ -78,6 +82,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 key = self.headers.get("Idempotency-Key", "")
                 status = receiver.answer(self.path, key)
+                arrived = int(time.time() * 1000)
                 with receiver.lock:
                     receiver.hits.append(
                         Hit(
@@ -86,6 +91,7 @@ class Receiver:
                             key,
                             self.headers.get("X-RFM-Signature", ""),
                             body,
+                            arrived,
                         )
                     )
                 self.send_response(status)
@@ -736,3 +742,109 @@ cause = ["clock"]
         )
     settle(settings, proc, "every change consumed and committed")
     assert len(receiver.all()) == 1
+
+
+def test_the_api_shows_what_the_receiver_got(
+    isolated: Isolated, receiver: Receiver, start_campaigns: Callable[..., Campaigns]
+) -> None:
+    """`/api/deliveries` and `/api/campaigns` of the real `rfm api`, after the real
+    `rfm campaigns` delivered to the receiver: every finished action once, with the outcome,
+    rule, customer and arm the receiver saw, newest first; per rule and arm the deliveries
+    and the later moves of the customers given that arm."""
+    settings, topics = prepare(isolated)
+    rules = rules_file(
+        isolated,
+        receiver,
+        f"""
+{AB_RULES.replace('to = "*"', 'to = "at_risk"')}
+[[rule]]
+id = "lapsed"
+trigger = "segment_change"
+to = "hibernating"
+webhook = {{ url = "{receiver.url("/down")}", retries = 1 }}
+
+[[rule]]
+id = "flaky"
+trigger = "segment_change"
+to = "lost"
+webhook = {{ url = "{receiver.url("/flaky")}" }}
+""",
+    )
+    started = int(time.time() * 1000)
+    proc = start_campaigns(rules)
+    at_risk = [f"c-{n}" for n in range(8)]
+    # later moves of customers given an arm: two up the scheme's order, one down (to "lost",
+    # which fires the flaky rule)
+    later = [(at_risk[0], "champions"), (at_risk[1], "loyal"), (at_risk[2], "lost")]
+    publish(
+        settings,
+        topics.changes,
+        [change(c, 1, "champions", "at_risk") for c in at_risk]
+        + [change(c, 2, "at_risk", to) for c, to in later]
+        + [change(c, 1, "about_to_sleep", "hibernating") for c in ("h-1", "h-2")]
+        + [change("n-1", 1, None, "loyal")],  # matches no rule
+    )
+    settle(settings, proc, "every change acted on and committed")
+
+    # What the receiver saw: per idempotency key, every attempt in arrival order.
+    attempts: dict[str, list[Hit]] = {}
+    for hit in receiver.all():
+        attempts.setdefault(hit.key, []).append(hit)
+    finished = {
+        key: (hits[-1], "delivered" if hits[-1].ok else "dead_lettered")
+        for key, hits in attempts.items()
+    }
+    for key, (_, outcome) in finished.items():  # a dead letter used every attempt
+        assert outcome == "delivered" or len(attempts[key]) == 2, attempts[key]
+    received = Counter(
+        (
+            last.json()["campaign"]["rule"],
+            last.json()["customer_id"],
+            last.json()["campaign"]["variant"],
+            outcome,
+        )
+        for last, outcome in finished.values()
+    )
+    assert sum(received.values()) == len(at_risk) + 1 + 2, received
+
+    with ApiServer(isolated.process_env(), isolated.tmp / "api.log") as api, api.client() as http:
+        rows = http.get("/api/deliveries").json()["deliveries"]
+        board = http.get("/api/campaigns").json()["rules"]
+    done = int(time.time() * 1000)
+    assert Counter((r["rule"], r["customer_id"], r["variant"], r["outcome"]) for r in rows) == (
+        received
+    )
+    # Newest first: per customer (one partition, acted on in order) the reverse of the
+    # order in which the receiver got each action's last attempt; each recorded after it.
+    by_arrival = sorted(finished.values(), key=lambda f: f[0].at)
+    for cid in {r["customer_id"] for r in rows}:
+        listed = [r for r in rows if r["customer_id"] == cid]
+        arrived = [last for last, _ in by_arrival if last.json()["customer_id"] == cid]
+        assert [r["rule"] for r in listed] == [
+            h.json()["campaign"]["rule"] for h in reversed(arrived)
+        ], cid
+        for row, last in zip(listed, reversed(arrived), strict=True):
+            assert last.at <= row["at"] <= done and row["at"] >= started, (row, last.at)
+
+    # Per rule and arm: deliveries counted from the receiver, moves from the changes sent.
+    arm = {
+        last.json()["customer_id"]: last.json()["campaign"]["variant"]
+        for last, _ in finished.values()
+        if last.json()["campaign"]["rule"] == "ab_test"
+    }
+    assert set(arm.values()) == {"a", "b"}, arm
+    rank = load_scheme("rfm-classic", 5).ids.index
+    arms = {
+        name: {
+            "delivered": sum(1 for v in arm.values() if v == name),
+            "dead_lettered": 0,
+            "up": sum(1 for c, to in later if arm[c] == name and rank(to) < rank("at_risk")),
+            "down": sum(1 for c, to in later if arm[c] == name and rank(to) > rank("at_risk")),
+        }
+        for name in sorted(set(arm.values()))
+    }
+    assert board == {
+        "ab_test": {"delivered": len(at_risk), "variants": arms},
+        "lapsed": {"delivered": 0, "variants": {}},
+        "flaky": {"delivered": 1, "variants": {}},
+    }
