@@ -59,7 +59,8 @@ Invariant kept atomically: each applied customer's state (its recent-change hist
 fields of the same hash), dedupe marks, index entries (with at most one due entry, in its
 bucket, and that bucket's head no later than it; each score index entry in the one
 bucket its bound falls in, every bucket non-empty, under 128 members, listed in its
-directory and counted in its sizes hash) and outbox entries move together with
+directory and counted in its sizes hash, every bound but the first its first member's
+entry) and outbox entries move together with
 the live counts, counters and operator aggregates (report, grid, transitions), so counts
 always equal the customers per stored segment and no change can be lost between state and
 publish. A customer whose version moved is skipped
@@ -119,10 +120,22 @@ end
 
 local function index_remove(d, bound, member)
   local b = bucket_of(d, bound)
-  if redis.call('ZREM', KEYS[3 + d] .. ':' .. b, member) == 1 then
-    if redis.call('HINCRBY', KEYS[18 + d], b, -1) == 0 then
+  local key = KEYS[3 + d] .. ':' .. b
+  if redis.call('ZREM', key, member) == 1 then
+    local left = redis.call('HINCRBY', KEYS[18 + d], b, -1)
+    if left == 0 then
       redis.call('HDEL', KEYS[18 + d], b)
       redis.call('ZREM', KEYS[14 + d], b)
+    elseif b ~= '' and string.sub(b, 8) == member then
+      -- the bound names the member that left (its first): rename the bucket after its
+      -- first member now, so no customer id outlives its customer in a bound or key name
+      local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      local renamed = encode(first[2]) .. first[1]
+      redis.call('RENAME', key, KEYS[3 + d] .. ':' .. renamed)
+      redis.call('ZREM', KEYS[14 + d], b)
+      redis.call('ZADD', KEYS[14 + d], 0, renamed)
+      redis.call('HDEL', KEYS[18 + d], b)
+      redis.call('HSET', KEYS[18 + d], renamed, left)
     end
   end
 end
