@@ -110,6 +110,10 @@ class _Records:
         now = int(time.time() * 1000)
         for trigger in change_triggers(self.rules.change_rules, change, now):
             await self.dispatcher.fire(trigger)
+        if change.to_segment is None:
+            # The erasure's own change event follows the request, usually after the request
+            # was handled: what its deliveries recorded (cooldown, arm, recent) goes too.
+            await self.ledger.forget(change.customer_id, [r.id for r in self.rules.rules])
 
     async def _order(self, raw: bytes) -> None:
         now = int(time.time() * 1000)
