@@ -1,12 +1,14 @@
 """Faults survived (issue: reliability): the broker restarts, Redis restarts (append-only file
-on), Redis stalls, all mid-stream, on a private stack so the shared one is untouched. The
-worker recovers on its own, skips nothing, counts nothing twice, and ends at the oracle."""
+on), Redis stalls, all mid-stream, on a private stack on free ports so the shared one is
+untouched. The worker recovers on its own, skips nothing, counts nothing twice, and ends at
+the oracle."""
 
 from __future__ import annotations
 
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import redis
 from stream import stack
 from stream.topics import Topics
 from tests.conftest import Infra, Isolated
+from tests.ports import free_ports
 from tests.support import (
     WorkerProcess,
     assert_export_is_the_oracle,
@@ -28,21 +31,40 @@ from tests.support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-PORTS = {"kafka_port": 19192, "controller_port": 19193, "redis_port": 16479}
+
+@dataclass(frozen=True)
+class PrivateStack:
+    state: Path
+    ports: dict[str, int]  # stack.up's kafka_port, controller_port, redis_port
+
+    def up(self) -> stack.StackStatus:
+        """Start what is not running (again, on the same ports and data)."""
+        return stack.up(
+            state_dir=self.state,
+            libs_dir=stack.default_libs_dir(),
+            echo=lambda _m: None,
+            **self.ports,
+        )
+
+    def status(self) -> stack.StackStatus:
+        return stack.status(state_dir=self.state)
+
+    @property
+    def infra(self) -> Infra:
+        kafka, redis_port = self.ports["kafka_port"], self.ports["redis_port"]
+        return Infra(f"127.0.0.1:{kafka}", f"redis://127.0.0.1:{redis_port}/0", "private stack")
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "stack"
-    kw = {"state_dir": state, "libs_dir": stack.default_libs_dir(), "echo": lambda _m: None}
-    stack.up(**kw, **PORTS)
-    yield state
-    stack.down(state_dir=state, echo=lambda _m: None)
-
-
-def restart(state: Path) -> None:
-    """`up` again: it starts only what is not running, on the same data."""
-    stack.up(state_dir=state, libs_dir=stack.default_libs_dir(), echo=lambda _m: None, **PORTS)
+def private_stack(tmp_path: Path) -> Iterator[PrivateStack]:
+    kafka, controller, redis_port = free_ports(3)
+    ports = {"kafka_port": kafka, "controller_port": controller, "redis_port": redis_port}
+    private = PrivateStack(tmp_path / "stack", ports)
+    try:
+        private.up()
+        yield private
+    finally:
+        stack.down(state_dir=private.state, echo=lambda _m: None)
 
 
 def kill_and_wait(pid: int, sig: int = signal.SIGTERM) -> None:
@@ -58,11 +80,9 @@ def _zombie(pid: int) -> bool:
 
 
 def test_broker_restart_redis_restart_and_redis_stall_mid_stream(
-    private_stack: Path, tmp_path: Path
+    private_stack: PrivateStack, tmp_path: Path
 ) -> None:
-    infra = Infra(
-        f"127.0.0.1:{PORTS['kafka_port']}", f"redis://127.0.0.1:{PORTS['redis_port']}/0", "private"
-    )
+    infra = private_stack.infra
     iso = Isolated(infra, "faults", tmp_path)
     config = iso.config_file('[scoring]\nclock = "event"\nrefresh_interval = "2s"\n')
     settings = iso.settings({"scoring": {"clock": "event"}})
@@ -91,29 +111,19 @@ def test_broker_restart_redis_restart_and_redis_stall_mid_stream(
         applied(2_000, "the first chunk")
 
         # 1. The broker restarts (controlled shutdown, then the same data dir comes back).
-        kill_and_wait(stack.status(state_dir=private_stack).kafka.pid or 0)
-        stack.up(
-            state_dir=private_stack,
-            libs_dir=stack.default_libs_dir(),
-            echo=lambda _m: None,
-            **PORTS,
-        )
+        kill_and_wait(private_stack.status().kafka.pid or 0)
+        private_stack.up()
         send(chunks[1])
         applied(4_000, "the chunk after the broker restart")
 
         # 2. Redis restarts; its append-only file brings the state back.
-        kill_and_wait(stack.status(state_dir=private_stack).redis.pid or 0)
+        kill_and_wait(private_stack.status().redis.pid or 0)
         send(chunks[2])  # arrives while Redis is down: the worker must wait, not skip
-        stack.up(
-            state_dir=private_stack,
-            libs_dir=stack.default_libs_dir(),
-            echo=lambda _m: None,
-            **PORTS,
-        )
+        private_stack.up()
         applied(6_000, "the chunk sent while Redis was down")
 
         # 3. Redis stalls (unreachable but not gone) while events keep coming.
-        redis_pid = stack.status(state_dir=private_stack).redis.pid or 0
+        redis_pid = private_stack.status().redis.pid or 0
         os.kill(redis_pid, signal.SIGSTOP)
         try:
             send(chunks[3])

@@ -1,7 +1,7 @@
 """Kafka SASL/SCRAM (issue: security): topic creation, producers and a real `rfm worker` talk to
-a SASL_PLAINTEXT and a SASL_SSL (TLS) listener with SCRAM-SHA-256 on a private stack (the shared
-one is untouched); a wrong password is refused at once with a clear error; no secret or payload
-reaches a log."""
+a SASL_PLAINTEXT and a SASL_SSL (TLS) listener with SCRAM-SHA-256 on a private stack on free
+ports (the shared one is untouched); a wrong password is refused at once with a clear error; no
+secret or payload reaches a log."""
 
 from __future__ import annotations
 
@@ -26,39 +26,50 @@ from stream.kafka import client_options, ensure_topics
 from stream.topics import Topics
 from tests.api_support import order
 from tests.conftest import Infra, Isolated
+from tests.ports import free_ports
 from tests.support import WorkerProcess, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-# beside kafka 29192, controller 29193, redis 26479: clear of the other tests' stacks
-SASL_PORTS = {"SASL_PLAINTEXT": 29194, "SASL_SSL": 29195}
 USER = "rfm-scorer"
 
 
-def up(state: Path, users: dict[str, str]) -> stack.StackStatus:
+def stack_ports() -> dict[str, int]:
+    """stack.up's port arguments: five free loopback ports."""
+    kafka, controller, redis_port, sasl, sasl_ssl = free_ports(5)
+    return {
+        "kafka_port": kafka,
+        "controller_port": controller,
+        "redis_port": redis_port,
+        "sasl_port": sasl,
+        "sasl_ssl_port": sasl_ssl,
+    }
+
+
+def up(state: Path, ports: dict[str, int], users: dict[str, str]) -> stack.StackStatus:
     return stack.up(
         state_dir=state,
         libs_dir=stack.default_libs_dir(),  # share the one download with the suite's stack
         echo=lambda _m: None,
-        kafka_port=29192,
-        controller_port=29193,
-        redis_port=26479,
-        sasl_port=SASL_PORTS["SASL_PLAINTEXT"],
-        sasl_ssl_port=SASL_PORTS["SASL_SSL"],
         sasl_users=users,
+        **ports,
     )
 
 
 @dataclass(frozen=True)
 class SaslStack:
     state: Path
+    ports: dict[str, int]
     password: str
     redis_url: str
+
+    def listener(self, protocol: str) -> int:
+        return self.ports[{"SASL_PLAINTEXT": "sasl_port", "SASL_SSL": "sasl_ssl_port"}[protocol]]
 
     def deployment(
         self, protocol: str, name: str, tmp: Path, password: str | None = None
     ) -> Deployment:
-        infra = Infra(f"127.0.0.1:{SASL_PORTS[protocol]}", self.redis_url, "private stack")
+        infra = Infra(f"127.0.0.1:{self.listener(protocol)}", self.redis_url, "private stack")
         password = self.password if password is None else password
         return Deployment(Isolated(infra, name, tmp), protocol, password, stack.ca_file(self.state))
 
@@ -111,9 +122,10 @@ def refusal(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> str:
 def sasl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslStack]:
     state = tmp_path_factory.mktemp("sasl") / "stack"
     password = secrets.token_urlsafe(24)
+    ports = stack_ports()
     try:
-        status = up(state, {USER: password})
-        yield SaslStack(state, password, f"redis://{status.redis.address}/0")
+        status = up(state, ports, {USER: password})
+        yield SaslStack(state, ports, password, f"redis://{status.redis.address}/0")
     finally:
         stack.down(state_dir=state, echo=lambda _m: None)
 
@@ -199,10 +211,10 @@ def test_tls_refuses_a_client_that_does_not_trust_the_broker_certificate(
 def test_up_again_reuses_the_broker_and_names_a_user_it_does_not_hold(
     sasl_stack: SaslStack,
 ) -> None:
-    again = up(sasl_stack.state, {USER: sasl_stack.password})
+    again = up(sasl_stack.state, sasl_stack.ports, {USER: sasl_stack.password})
     assert again.kafka.running and not again.kafka.started
     # SCRAM users are written when a state dir is formatted: a later user is reported, not
     # silently missing (and the running broker is left alone).
     with pytest.raises(stack.StackError, match="'late-user' cannot log in"):
-        up(sasl_stack.state, {"late-user": "x"})
+        up(sasl_stack.state, sasl_stack.ports, {"late-user": "x"})
     assert stack.status(state_dir=sasl_stack.state).kafka.pid == again.kafka.pid

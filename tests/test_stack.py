@@ -1,4 +1,4 @@
-"""`rfm stack`: a private second stack on other ports, so the shared one is untouched."""
+"""`rfm stack`: a private second stack on free ports, so the shared one is untouched."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 from stream import stack
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"kafka_port": 19092, "controller_port": 19093, "redis_port": 16379}
+
+def private_ports() -> dict[str, int]:
+    kafka, controller, redis = free_ports(3)
+    return {"kafka_port": kafka, "controller_port": controller, "redis_port": redis}
 
 
 def ours(state_dir: Path) -> list[int]:
@@ -42,10 +46,12 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
 
 def test_up_is_idempotent_and_down_leaves_none_of_our_processes(state_dir: Path) -> None:
     libs = stack.default_libs_dir()  # share the one download with the suite's stack
-    first = stack.up(state_dir=state_dir, libs_dir=libs, echo=lambda _m: None, **PORTS)
+    ports = private_ports()
+    first = stack.up(state_dir=state_dir, libs_dir=libs, echo=lambda _m: None, **ports)
     assert first.running and first.kafka.started and first.redis.started
-    assert first.kafka.address == "127.0.0.1:19092"
-    again = stack.up(state_dir=state_dir, libs_dir=libs, echo=lambda _m: None, **PORTS)
+    assert first.kafka.address == f"127.0.0.1:{ports['kafka_port']}"
+    assert first.redis.address == f"127.0.0.1:{ports['redis_port']}"
+    again = stack.up(state_dir=state_dir, libs_dir=libs, echo=lambda _m: None, **ports)
     assert again.running and not again.kafka.started and not again.redis.started
     assert (again.kafka.pid, again.redis.pid) == (first.kafka.pid, first.redis.pid)
     assert set(ours(state_dir)) >= {first.kafka.pid, first.redis.pid}
@@ -61,5 +67,7 @@ def test_a_port_held_by_something_else_is_named(state_dir: Path) -> None:
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(stack.StackError, match=f"port {port} is held by another process"):
-            stack.up(state_dir=state_dir, echo=lambda _m: None, **{**PORTS, "redis_port": port})
+            stack.up(
+                state_dir=state_dir, echo=lambda _m: None, **{**private_ports(), "redis_port": port}
+            )
     assert ours(state_dir) == []
