@@ -1,16 +1,17 @@
 """CLV and churn through the real worker, Kafka and Redis (issue: predict CLV and churn risk).
 
 The CDNOW sample's calibration purchases (1997-01-01 .. 1997-09-30) go in as order events;
-the model is fitted from what the worker keeps in Redis, and the exported predictions are
-compared with ``lifetimes`` (an independent implementation, a test dependency only).
+the model is fitted from what the worker keeps in Redis, and the exported predictions and
+the report's average CLV per segment are compared with ``lifetimes`` (an independent
+implementation, a test dependency only), segments from ``tests.oracle``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,12 @@ from lifetimes import datasets as lifetimes_data
 from stream import clv
 from stream.kafka import ensure_topics
 from stream.prediction import Model
+from stream.segments import load_scheme
 from stream.store.keys import Keys
 from stream.topics import Topics
+from tests.api_support import ApiServer
 from tests.conftest import Isolated
+from tests.oracle import recompute
 from tests.support import (
     WorkerProcess,
     changes_of,
@@ -163,8 +167,11 @@ def test_cdnow_through_the_pipeline_fits_the_published_model_and_exports_matchin
     isolated: Isolated, deploy: Callable[..., Deployment]
 ) -> None:
     d = deploy(0)
-    d.send(calibration_orders(), [tick(0, CALIBRATION_END)])
+    orders, ticks = calibration_orders(), [tick(0, CALIBRATION_END)]
+    d.send(orders, ticks)
 
+    # Refreshed thresholds first, so the segments the fit sums CLV over are the oracle's.
+    rfm(isolated, isolated.tmp / "rfm.toml", "refresh")
     out = rfm(isolated, isolated.tmp / "rfm.toml", "fit")
     assert "CLV model v1: 2357 buyers, 946 repeat" in out, out
     model = d.model()
@@ -198,10 +205,36 @@ def test_cdnow_through_the_pipeline_fits_the_published_model_and_exports_matchin
     np.testing.assert_allclose(got[:, 1], purchases, rtol=0.01, atol=1e-6)
     np.testing.assert_allclose([float(ours[i]["clv"]) for i in ids], value, rtol=0.01, atol=0.01)
 
-    # The per-segment report carries the average predicted CLV as of the fit.
-    assert model.segments and sum(v.customers for v in model.segments.values()) == 2357
-    total = sum(float(v.clv_total) for v in model.segments.values())
-    assert math.isclose(total, float(sum(float(ours[i]["clv"]) for i in ids)), rel_tol=1e-9)
+    # The report's average predicted CLV per segment (as of the fit): lifetimes' CLV of the
+    # customers the oracle puts in that segment, averaged.
+    segment_of = {
+        cid: want.segment
+        for cid, want in recompute(
+            [*orders, *ticks], load_scheme("rfm-classic", 5), window_days=0
+        ).items()
+    }
+    members: dict[str, list[float]] = {}
+    for cid, v in zip(ids, value.tolist(), strict=True):
+        members.setdefault(segment_of[cid], []).append(v)
+    assert len(members) >= 5, members.keys()
+    assert {s: v.customers for s, v in model.segments.items()} == {
+        s: len(vs) for s, vs in members.items()
+    }
+    with (
+        ApiServer(isolated.process_env(isolated.tmp / "rfm.toml"), isolated.tmp / "api.log") as api,
+        api.client() as http,
+    ):
+        report = http.get("/api/report").json()
+    assert report["currency"] == "USD" and report["prediction"]["model_version"] == 1
+    averages = {
+        r["id"]: Decimal(r["predicted_clv_average"])
+        for r in report["segments"]
+        if r["predicted_clv_average"] is not None
+    }
+    assert set(averages) == set(members)
+    for seg, vs in members.items():
+        want = sum(vs) / len(vs)
+        assert abs(float(averages[seg]) - want) <= 0.003 * want + 0.005, (seg, averages[seg], want)
 
 
 def test_a_regular_buyer_who_goes_quiet_gets_exactly_one_churn_risk_event(
