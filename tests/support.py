@@ -27,6 +27,7 @@ from bench.child import Child
 from stream.config import Settings
 from stream.kafka import KafkaPublisher, client_options
 from stream.segments import load_scheme
+from stream.store.keys import Keys
 from stream.topics import Topics
 from tests.oracle import recompute
 
@@ -162,10 +163,43 @@ def events_applied(client: Any, prefix: str) -> int:
     return sum(int(raw.get(k, 0)) for k in (b"accepted", b"duplicates", b"rejected"))
 
 
-def clock_swept(client: Any, prefix: str) -> bool:
-    """The event clock has started and no customer's clock-driven re-score is still due."""
-    clock = int(client.get(f"{prefix}:clock") or 0)
-    return clock > 0 and client.zcount(f"{prefix}:due", "-inf", clock) == 0
+def clock_swept(client: Any, prefix: str, *, now: int | None = None) -> bool:
+    """No customer's clock-driven re-score is still due at ``now`` (default: the event
+    clock, which must have started), and every committed change has left the outbox.
+
+    Reads the clock index as the store keeps it (``stream.store.keys``), in every shard:
+    the bucket heads, which are only lower bounds, so each bucket whose head has passed is
+    checked entry by entry; and the single ``due`` zset of the older layout. A clock that
+    moved while this looked is "not yet": the answer holds for one clock value.
+    """
+    keys = Keys(f"{prefix}:", int(client.get(Keys(f"{prefix}:").layout) or 1))
+
+    def clock() -> int:
+        pipe = client.pipeline(transaction=False)
+        for s in keys.all_shards:
+            pipe.get(keys.clock(s))
+        return max(int(raw or 0) for raw in pipe.execute())
+
+    started = clock()
+    at = started if now is None else now
+    if at <= 0:
+        return False
+    pipe = client.pipeline(transaction=False)
+    for s in keys.all_shards:
+        pipe.zcount(keys.due(s), "-inf", at)
+        pipe.zrangebyscore(keys.due_heads(s), "-inf", at)
+        pipe.xlen(keys.outbox(s))
+    replies = pipe.execute()
+    if any(replies[0::3]) or any(replies[2::3]):
+        return False
+    passed = [bucket for heads in replies[1::3] for bucket in heads]
+    if passed:
+        pipe = client.pipeline(transaction=False)
+        for bucket in passed:
+            pipe.zcount(bucket, "-inf", at)
+        if any(pipe.execute()):
+            return False
+    return now is not None or clock() == started
 
 
 def changes_of(settings: Settings, customer_id: str) -> list[dict[str, Any]]:

@@ -11,9 +11,16 @@ import orjson
 import pytest
 import redis
 
+from stream.config import settings_from
 from stream.kafka import ensure_topics
+from stream.processor import Processor
+from stream.refresh import sweep_clock
+from stream.segments import load_scheme
 from stream.store.keys import Keys
+from stream.store.redis_store import open_store
 from stream.topics import Topics
+from stream.transitions import Record
+from tests.api_support import Collector
 from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,
@@ -159,3 +166,91 @@ def test_orders_leave_the_window_without_any_event_from_that_customer(
     last = probe.changes("fading")[-1]
     assert last["cause"] == "clock"
     assert last["metrics"]["orders"] == 1 and last["metrics"]["monetary"] == "1000.00"
+
+
+class Unreachable:
+    """An output port whose broker is gone: what was committed stays in the outbox."""
+
+    async def publish(self, messages: Any) -> None:
+        raise ConnectionError("broker unreachable")
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_clock_swept_is_false_while_due_work_remains_anywhere(
+    isolated: Isolated, shards: int
+) -> None:
+    """The helper the clock tests wait on, against a real store that still has due work:
+    in the buckets, behind a stale head, in the older single zset, or in the outbox."""
+    settings = settings_from(
+        {**isolated.env, "RFM_REDIS_SHARDS": str(shards)},
+        {"scoring": {"clock": "event", "window_days": 30}},
+    )
+    client = redis.Redis.from_url(isolated.infra.redis_url)
+
+    def swept() -> bool:
+        return clock_swept(client, isolated.name)
+
+    t0 = int(time.time() * 1000) - 100 * DAY
+    topic = Topics(settings.topic_prefix).orders
+    people = [f"p{n}" for n in range(12)]
+
+    async def scenario() -> None:
+        store = open_store(settings)
+        await store.check_layout()
+        processor = Processor(settings, store, load_scheme(settings.scoring.scheme, 5), Collector())
+        k = store.keys
+
+        async def feed(*events: dict[str, Any]) -> None:
+            await processor.process(
+                [
+                    Record(topic, 0, n, e["customer_id"].encode(), orjson.dumps(e))
+                    for n, e in enumerate(events)
+                ]
+            )
+
+        try:
+            assert not swept()  # no event yet: the clock has not started
+            await feed(*(order(n, cid, t0 + n * 1000) for n, cid in enumerate(people)))
+            assert swept()  # every order leaves the window 30 days on: nothing due yet
+            assert not clock_swept(client, isolated.name, now=t0 + 45 * DAY)  # then, all
+            # Another order 45 days later: everyone else's orders have left the window.
+            await feed(order(100, "late", t0 + 45 * DAY))
+            if shards > 1:  # the work is spread: more than one shard holds some
+                assert len({k.shard_of(cid) for cid in people}) > 1
+            assert sorted(await store.due_before(t0 + 45 * DAY)) == sorted(people)
+            assert not swept()
+            await sweep_clock(processor)
+            assert await store.due_before(t0 + 45 * DAY) == []
+            assert swept()
+
+            # A head may be early (a commit only lowers it): checked against its bucket.
+            bucket = k.due_of("late")
+            due = await store.redis.zscore(bucket, "late")
+            assert due is not None and due > t0 + 45 * DAY
+            await store.redis.zadd(k.due_heads(k.shard_of("late")), {bucket: t0})
+            assert swept()
+
+            # The older layout's single zset of the shard, still swept by the worker.
+            shard = k.shard_of("p3")
+            await store.redis.zadd(k.due(shard), {"p3": t0 + 40 * DAY})
+            assert not swept()
+            await sweep_clock(processor)
+            assert not await store.redis.exists(k.due(shard))
+            assert swept()
+
+            # A committed change the broker never got: not swept until it is published.
+            processor.publisher = Unreachable()
+            with pytest.raises(ConnectionError):
+                await feed(order(200, "new", t0 + 45 * DAY))
+            assert await store.outbox_length() > 0
+            assert not swept()
+            processor.publisher = Collector()
+            assert await processor.flush_outbox(min_age_ms=0) > 0
+            assert swept()
+        finally:
+            await store.redis.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.close()
