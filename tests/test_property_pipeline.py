@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import itertools
 import os
+import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from stream.store.redis_store import RedisStore, connect
 from stream.topics import Topics
 from tests.conftest import Infra, Isolated
 from tests.oracle import aggregates, recompute
-from tests.support import WorkerProcess, produce, read_topic, wait_for
+from tests.support import WorkerProcess, clock_swept, produce, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +150,128 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return scenario
 
 
+# Ids the random part of a pinned log leaves alone, so what each is there for holds.
+NEVER_BUYS, LEFT_BY_CLOCK, ENGAGED_THEN_QUIET = "客戶🙂", "{x}", "=1+1"
+
+
+def pinned(scheme: str, window_days: int, buckets: int, seed: int) -> Scenario:
+    """A fixed log that holds, whatever its seeded part draws: interactions in and out of
+    any window (a customer with interactions only among them), partial and full refunds, a
+    re-sent order, an exact redelivery, an erasure and a new life after it, and a first
+    phase whose clock stays 36 days back, so that the later phases carry orders and
+    interactions out of a 30-day window, some of customers who send nothing after (only the
+    clock sweep moves those). Then a seeded mix like the strategy's."""
+    rng = random.Random(seed)
+    clock = int(dt.datetime.now(dt.UTC).timestamp() * 1000) - 49 * DAY
+    scenario = Scenario(buckets=buckets, scheme=scheme, window_days=window_days)
+    n = itertools.count()
+    kinds = sorted(INTERACTION_KINDS)
+
+    def buy(cid: str, days: float, cents: int, channel: str | None = None) -> dict[str, Any]:
+        k = next(n)
+        event = {
+            "event_id": f"o{k}",
+            "type": "order_completed",
+            "order_id": f"{k}",
+            "customer_id": cid,
+            "amount": f"{Decimal(cents) / 100:.2f}",
+            "currency": "TWD",
+            "occurred_at": clock - int(days * DAY),
+        }
+        return {**event, "channel": channel} if channel else event
+
+    def refund(target: dict[str, Any], days: float, cents: int, full: bool) -> dict[str, Any]:
+        return {
+            "event_id": f"r{next(n)}",
+            "type": "order_refunded",
+            "order_id": target["order_id"],
+            "customer_id": target["customer_id"],
+            "amount": f"{Decimal(cents) / 100:.2f}",
+            "currency": "TWD",
+            "occurred_at": max(clock - int(days * DAY), target["occurred_at"]),
+            "full": full,
+        }
+
+    def like(cid: str, days: float, kind: str | None = None) -> dict[str, Any]:
+        return {
+            "event_id": f"i{next(n)}",
+            "type": "interaction",
+            "customer_id": cid,
+            "kind": kind or rng.choice(kinds),
+            "channel": "facebook",
+            "occurred_at": clock - int(days * DAY),
+        }
+
+    halved, whole = buy("42", 50, 80_000, "online"), buy("42", 100, 12_345)
+    once = buy(LEFT_BY_CLOCK, 40, 400_000, "app")
+    first: list[dict[str, Any]] = [
+        buy("00042", 120, 250_000, "pos"),
+        buy("00042", 38, 1_999),
+        like("00042", 36, "share"),  # the first phase's clock
+        like("00042", 50, "comment"),
+        halved,
+        whole,
+        refund(halved, 40, 40_000, full=False),
+        refund(whole, 90, 12_345, full=True),
+        like("42", 37),
+        like(NEVER_BUYS, 45, "comment"),
+        like(NEVER_BUYS, 60, "live_view"),
+        like(NEVER_BUYS, 120, "like"),
+        like(ENGAGED_THEN_QUIET, 45, "message"),
+        like(ENGAGED_THEN_QUIET, 39, "review"),
+        once,
+        {**once, "event_id": f"s{next(n)}", "amount": "777.77"},  # the same order again
+        buy("a b", 80, 5_000),
+    ]
+    first.append(dict(first[2]))  # an exact redelivery
+    scenario.phases.append(first)
+    scenario.phases.append([{"customer_id": "a b", "requested_at": clock - 20 * DAY}])
+    last: list[dict[str, Any]] = [
+        buy("00042", 5, 1_999),
+        like("42", 1),
+        like(NEVER_BUYS, 2, "comment"),
+        buy("a b", 10, 6_000),
+        like("a b", 9),
+    ]
+    orders = [e for e in first + last if e["type"] == "order_completed"]
+    pool = [c for c in IDS if c not in (NEVER_BUYS, LEFT_BY_CLOCK, ENGAGED_THEN_QUIET)]
+    for _ in range(30):
+        cid = rng.choice(pool)
+        days = rng.choice([rng.uniform(0, 40), rng.uniform(0, 150)])
+        op = rng.choice(["order"] * 3 + ["refund", "like", "like", "dup"])
+        if op == "refund":
+            target = rng.choice([o for o in orders if o["customer_id"] in pool])
+            cents = rng.randint(1, max(1, int(Decimal(target["amount"]) * 100)))
+            last.append(refund(target, days, cents, full=rng.random() < 0.3))
+        elif op == "like":
+            last.append(like(cid, days))
+        elif op == "dup":
+            last.append(dict(rng.choice(last)))
+        else:
+            event = buy(cid, days, rng.randint(0, 500_000), rng.choice([None, "online", "pos"]))
+            orders.append(event)
+            last.append(event)
+    last.append({**buy("zz-clock", 0, 100), "event_id": "clock", "order_id": "clock"})
+    scenario.phases.append(last)
+    return scenario
+
+
+# Every preset scheme, with a lifetime window and a window the log's events cross.
+PINNED = [
+    pinned(scheme, window, buckets, seed)
+    for seed, (scheme, window, buckets) in enumerate(
+        [
+            ("rfm-classic", 0, 5),
+            ("rfm-classic", 30, 4),
+            ("rfim", 0, 7),
+            ("rfim", 30, 5),
+            ("simple", 0, 3),
+            ("simple", 30, 5),
+        ]
+    )
+]
+
+
 def topic_of(topics: Topics, event: dict[str, Any]) -> str:
     if "requested_at" in event:
         return topics.erasure
@@ -224,9 +347,8 @@ def _check_scenario(iso: Isolated, tmp: Path, scenario: Scenario) -> None:
                 what=f"{sent} events applied",
                 diagnose=lambda: f"{counters(client, iso.name)}\n{worker.tail()}",
             )
-        clock = int(client.get(f"{iso.name}:clock") or 0)
         wait_for(
-            lambda: client.zcount(f"{iso.name}:due", "-inf", clock) == 0,
+            lambda: clock_swept(client, iso.name),
             timeout=60,
             what="the clock sweep to catch up",
             diagnose=worker.tail,
@@ -299,4 +421,35 @@ def _check_scenario(iso: Isolated, tmp: Path, scenario: Scenario) -> None:
 def test_random_logs_end_where_the_batch_oracle_does(
     infra: Infra, tmp_path: Path, scenario: Scenario
 ) -> None:
+    run_scenario(infra, tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    "scenario", PINNED, ids=[f"{p.scheme}-w{p.window_days}-b{p.buckets}" for p in PINNED]
+)
+def test_pinned_logs_end_where_the_batch_oracle_does(
+    infra: Infra, tmp_path: Path, scenario: Scenario
+) -> None:
+    expected = recompute(
+        scenario.log,
+        load_scheme(scenario.scheme, scenario.buckets),
+        buckets=scenario.buckets,
+        window_days=scenario.window_days,
+    )
+    # What the example is pinned for: I is scored, a customer has interactions only, and a
+    # window leaves out orders and interactions that a lifetime keeps, some of them of
+    # customers who send nothing after the first phase (the clock sweep alone moves them).
+    assert any(w.scores["i"] is not None and w.orders for w in expected.values())
+    assert expected[NEVER_BUYS].scores["r"] is None
+    assert expected[NEVER_BUYS].scores["i"] is not None
+    if scenario.window_days:
+        early = recompute(
+            scenario.phases[0],
+            load_scheme(scenario.scheme, scenario.buckets),
+            buckets=scenario.buckets,
+            window_days=scenario.window_days,
+        )
+        assert early[LEFT_BY_CLOCK].orders > expected[LEFT_BY_CLOCK].orders == 0
+        assert early[ENGAGED_THEN_QUIET].interactions > expected[ENGAGED_THEN_QUIET].interactions
+        assert early[NEVER_BUYS].interactions > 0
     run_scenario(infra, tmp_path, scenario)
