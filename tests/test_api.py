@@ -135,10 +135,15 @@ def expected_moves(steps: list[dict[str, str]]) -> Counter[tuple[str | None, str
     return moves
 
 
-def sse_counts(lines: Iterator[str]) -> dict[str, Any]:
-    """The next ``counts`` event's data from a text/event-stream."""
+def sse_counts(lines: Iterator[str], within: float = 30.0) -> dict[str, Any]:
+    """The next ``counts`` event's data from a text/event-stream, pushed within ``within``
+    seconds (the server's keep-alive comments every 15 s keep the read itself from timing
+    out, so the deadline is checked here)."""
+    deadline = time.monotonic() + within
     name, data = "", ""
     for line in lines:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no counts event pushed within {within:.0f}s")
         if line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):
