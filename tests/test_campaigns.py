@@ -39,7 +39,7 @@ from stream.segments import load_scheme
 from stream.topics import Topics
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
-from tests.support import produce, read_topic, wait_for
+from tests.support import clock_swept, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -734,7 +734,7 @@ cause = ["clock"]
         wait_for(
             lambda: (
                 int(client.get(f"{isolated.name}:clock") or 0) >= t0 + 150 * day
-                and client.zcount(f"{isolated.name}:due", "-inf", t0 + 150 * day) == 0
+                and clock_swept(client, isolated.name)
             ),
             timeout=60,
             what="the scorer to apply and sweep the later clock",
