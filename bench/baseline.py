@@ -17,16 +17,16 @@ import signal
 from aiokafka import AIOKafkaConsumer
 
 from stream.config import Settings, load_settings
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
-from stream.processor import Processor
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
-from stream.transitions import Record
-from stream.tuning import tune_gc, use_uvloop
+from stream.worker.tuning import tune_gc, use_uvloop
 
-# The worker's batch shape (stream.worker, not imported: that would import Faust), which
+# The worker's batch shape (stream.worker.app, not imported: that would import Faust), which
 # tests/test_bench_smoke.py keeps equal: at most BATCH_MAX, else whatever has arrived
 # (getmany returns at once when records are there; IDLE_WAIT_MS only bounds an idle wait).
 BATCH_MAX = 2000

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from bench.thresholds import Population, edges
-from stream.segments import Profile, Scheme
+from stream.core.scheme import Profile, Scheme
 
 
 @dataclass(frozen=True)

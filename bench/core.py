@@ -28,11 +28,13 @@ from bench.thresholds import Population, thresholds_of
 from bench.workload import orders
 from stream import native
 from stream.config import Settings, load_settings
-from stream.events import OrderEvent, parse_order
-from stream.processor import wall_ms
-from stream.rescore import ScoringContext
-from stream.scoring import Thresholds
-from stream.segments import load_scheme
+from stream.core.events import OrderEvent, parse_order
+from stream.core.rescore import ScoringContext
+from stream.core.scheme import load_scheme
+from stream.core.scoring import Thresholds
+from stream.core.step import Record, fold, rescored_standing
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
 from stream.store.commits import (
     STANDING_FIELDS,
     Loaded,
@@ -41,9 +43,7 @@ from stream.store.commits import (
     loaded_from_reply,
     standing_from_reply,
 )
-from stream.topics import Topics
-from stream.transitions import Record, fold, rescored_standing
-from stream.tuning import tune_gc
+from stream.worker.tuning import tune_gc
 
 CUSTOMERS = 5_000
 PASSES = 5

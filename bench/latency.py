@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.workload import order_event
 from stream.config import Settings
 from stream.kafka import client_options
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 
 TICK_S = 0.005
 # The below-capacity probe's rate, as a share of the worker's measured throughput.

@@ -66,7 +66,7 @@ class Profiler:
 
 
 def _frame(raw: str) -> str:
-    """``"fold (/x/stream/processor.py:294)"`` -> ``"stream/processor.py:fold"``."""
+    """``"fold (/x/stream/shell/processor.py:294)"`` -> ``"stream/shell/processor.py:fold"``."""
     name, _, where = raw.rpartition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
     parts = Path(path).parts

@@ -19,15 +19,15 @@ from bench import BenchError
 from bench.thresholds import Population, seed, thresholds_of
 from bench.workload import MAX_AMOUNT, customer_id, order_event, orders
 from stream.config import Settings
-from stream.processor import Processor, wall_ms
-from stream.refresh import refresh
-from stream.scoring import moved_ranges
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.core.scoring import moved_ranges
+from stream.core.step import Record
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor, wall_ms
+from stream.shell.refresh import refresh
 from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
-from stream.transitions import Record
-from stream.tuning import tune_gc
+from stream.worker.tuning import tune_gc
 
 NEWCOMERS = 20
 REPEATERS = 5
@@ -91,7 +91,7 @@ async def measure(
     )
     topic = Topics(settings.topic_prefix).orders
     cur, dec = settings.store.currency, settings.store.currency_decimals
-    # The worker refreshes with its collector tuned (stream.tuning); untuned, the collector
+    # The worker refreshes with its collector tuned (stream.worker.tuning); untuned, the collector
     # took a quarter of this process's CPU during the timed refresh of a compiled core.
     tune_gc()
     try:

@@ -44,10 +44,10 @@ from bench.report import Results, chart, profile_table, table, to_json
 from bench.thresholds import Population, seed, thresholds_of
 from bench.workload import SEED, orders
 from stream.config import Settings
+from stream.core.scheme import load_scheme
+from stream.core.scoring import Thresholds
 from stream.kafka import ensure_topics
-from stream.processor import wall_ms
-from stream.scoring import Thresholds
-from stream.segments import load_scheme
+from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
 
@@ -194,7 +194,7 @@ async def _latencies(
     Past the worker's capacity the first figure is mostly queueing. The second probe runs at
     ``CALM_SHARE`` of the measured capacity, to show what the pipeline itself adds under a
     real load. (It ran at a fifth while Faust's 1.5 s fetch wait stalled the worker at any
-    rate; see ``stream.worker.FETCH_MAX_WAIT_MS``.)
+    rate; see ``stream.worker.app.FETCH_MAX_WAIT_MS``.)
     """
     lat = await latency.measure(
         settings, rate=options.latency_rate, seconds=options.latency_seconds, tag="lat"

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bench import BenchError
-from stream.processor import wall_ms
-from stream.scoring import Thresholds
+from stream.core.scoring import Thresholds
+from stream.shell.processor import wall_ms
 from stream.store.keys import DIMS
 from stream.store.redis_store import RedisStore
 

@@ -22,9 +22,9 @@ from bench import BenchError
 from bench.child import Child, Children
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
+from stream.kafka.topics import Topics
 from stream.store.keys import Keys
 from stream.store.redis_store import connect
-from stream.topics import Topics
 
 POLL_S = 0.02
 CHUNK = 5000  # records per acknowledged publish, as `rfm import` sends them

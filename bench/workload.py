@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from stream.changes import iso_ms
-from stream.scoring import DAY_MS
+from stream.core.changes import iso_ms
+from stream.core.scoring import DAY_MS
 
 SPREAD_MS = 300 * DAY_MS  # history inside the default 365-day window: nothing ages out mid-run
 MIN_AMOUNT = 10_000  # minor units (100.00)

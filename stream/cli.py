@@ -100,8 +100,8 @@ def stack_status() -> None:
 )
 def worker(loglevel: str) -> None:
     """Run the stream processor (Faust); several may run as one consumer group."""
-    from stream.segments import SchemeError
-    from stream.worker import run_worker
+    from stream.core.scheme import SchemeError
+    from stream.worker.app import run_worker
 
     settings = _settings()
     try:
@@ -136,7 +136,7 @@ def import_(
 
     from stream.importer import CsvMapping, csv_records, jsonl_records, publish_records
     from stream.kafka import KafkaPublisher, ensure_topics
-    from stream.topics import Topics
+    from stream.kafka.topics import Topics
 
     settings = _settings()
     if fmt == "auto":
@@ -209,10 +209,10 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
 
 async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
     """Run ``job(processor)`` once the refresh lease is free (waiting up to ``timeout``)."""
+    from stream.core.scheme import load_scheme
     from stream.kafka import KafkaPublisher
-    from stream.processor import Processor
-    from stream.refresh import LeaseBusy
-    from stream.segments import load_scheme
+    from stream.shell.processor import Processor
+    from stream.shell.refresh import LeaseBusy
     from stream.store.redis_store import open_store
 
     store = open_store(settings)
@@ -236,7 +236,7 @@ async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
 def refresh_cmd(timeout: float) -> None:
     """Force a threshold refresh now and wait for it."""
-    from stream.refresh import refresh
+    from stream.shell.refresh import refresh
 
     settings = _settings()
     if settings.scoring.mode != "quantile":
@@ -258,7 +258,7 @@ def refresh_cmd(timeout: float) -> None:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
 def fit_cmd(as_of: str | None, timeout: float) -> None:
     """Refit the CLV model (BG/NBD + Gamma-Gamma) now and publish it as a new version."""
-    from stream.refit import refit
+    from stream.shell.refit import refit
 
     settings = _settings()
     at = None if as_of is None else _instant("--as-of", as_of)
@@ -339,7 +339,7 @@ def campaigns(rules_path: Path) -> None:
 def api(host: str, port: int) -> None:
     """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set)."""
     from consumers.api.app import run_api
-    from stream.segments import SchemeError
+    from stream.core.scheme import SchemeError
 
     settings = _settings()
     try:

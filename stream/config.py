@@ -73,7 +73,7 @@ class ScoringSettings:
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    """CLV and churn (stream.clv): how often to refit, and what the predictions mean."""
+    """CLV and churn (stream.clv.model): how often to refit, and what the predictions mean."""
 
     fit_interval_s: float = 86_400.0  # 0 = only on demand (``rfm fit``)
     horizon_months: int = 12

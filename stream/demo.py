@@ -29,14 +29,14 @@ import orjson
 from rich.live import Live
 from rich.table import Table
 
-from stream.changes import iso_ms
 from stream.config import Settings
+from stream.core.changes import iso_ms
+from stream.core.scheme import load_scheme
+from stream.core.scoring import DAY_MS
 from stream.kafka import KafkaPublisher, ensure_topics
-from stream.processor import wall_ms
-from stream.scoring import DAY_MS
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
-from stream.topics import Topics
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from stream.clv.prediction import Model, prediction_doc
 from stream.config import Settings
-from stream.customer import Customer, metrics
-from stream.prediction import Model, prediction_doc
-from stream.processor import wall_ms
-from stream.rescore import metrics_dict
+from stream.core.customer import Customer, metrics
+from stream.core.rescore import metrics_dict
+from stream.shell.processor import wall_ms
 from stream.store.redis_store import RedisStore
 
 CSV_FIELDS = (

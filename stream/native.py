@@ -5,9 +5,10 @@ Why: the per-customer work (decode, fold, re-score, build the commit document) i
 Python and was most of the worker's and the refresh's CPU; compiled, the same source runs
 about twice as fast (``rfm bench`` reports both, ``bench.core``). The build
 (``scripts/build-native``) goes to ``stream/.native/`` beside the sources, never over them,
-with a manifest of the hash of every ``stream`` source it was built from. At import the
-manifest is checked against the sources: one edited file anywhere in the package and the
-compiled modules are ignored (with a warning), so a stale build can never shadow an edit.
+with a manifest of the hash of the sources it was built from: the compiled modules and the
+``stream`` modules they import. At import the manifest is checked against those sources: one
+of them edited and the compiled modules are ignored (with a warning), so a stale build can
+never shadow an edit; editing anything else (CLI, shell, adapters) keeps the build.
 
 ``RFM_NATIVE=0`` runs plain Python; ``RFM_NATIVE=1`` makes a missing or stale build an
 error instead of a fallback (CI uses it to be sure what it tested).
@@ -15,6 +16,7 @@ error instead of a fallback (CI uses it to be sure what it tested).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -33,19 +35,19 @@ log = logging.getLogger("rfm.native")
 # commit. Not the async shell (processor, store adapter): compiled coroutines gained nothing
 # measurable there, and redis_store's async generators do not compile.
 MODULES = (
-    "stream.changes",
-    "stream.customer",
-    "stream.events",
-    "stream.money",
-    "stream.partitioning",
-    "stream.rescore",
-    "stream.scoring",
-    "stream.segments",
+    "stream.core.changes",
+    "stream.core.customer",
+    "stream.core.events",
+    "stream.core.money",
+    "stream.core.partitioning",
+    "stream.core.rescore",
+    "stream.core.scoring",
+    "stream.core.scheme",
     "stream.store.buckets",
     "stream.store.codec",
     "stream.store.commits",
     "stream.store.keys",
-    "stream.transitions",
+    "stream.core.step",
 )
 PACKAGE = Path(__file__).resolve().parent
 BUILD_DIR = PACKAGE / ".native"
@@ -57,12 +59,53 @@ class NativeError(RuntimeError):
     """RFM_NATIVE=1 and the compiled core is missing or stale."""
 
 
-def source_digest(package: Path = PACKAGE) -> str:
-    """One hash over every source file of the package, in a stable order."""
+def _imported(path: Path) -> set[str]:
+    """The ``stream`` modules a source file imports (absolute imports only, as ours are)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_bytes())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("stream."))
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and (node.module == "stream" or node.module.startswith("stream."))
+        ):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def _source_of(module: str, package: Path) -> Path | None:
+    rel = Path(*module.split(".")[1:])
+    for candidate in (package / rel.with_suffix(".py"), package / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def compiled_sources(package: Path = PACKAGE, modules: Sequence[str] = MODULES) -> list[Path]:
+    """The sources a build depends on: the compiled modules and every ``stream`` module they
+    import, transitively (mypyc reads their types and may inline their constants). Editing
+    anything else (the CLI, the shell, an adapter) leaves the build current."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = _source_of(module, package)
+        if path is None:
+            continue  # a name imported from a module, not a module
+        seen[module] = path
+        todo.extend(_imported(path) - set(seen))
+    return sorted(set(seen.values()))
+
+
+def source_digest(package: Path = PACKAGE, modules: Sequence[str] = MODULES) -> str:
+    """One hash over the sources a build depends on (``compiled_sources``), in a stable order."""
     h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        if any(part.startswith(".") for part in path.relative_to(package).parts):
-            continue  # the build and its staging directories
+    for path in compiled_sources(package, modules):
         h.update(path.relative_to(package).as_posix().encode())
         h.update(b"\0")
         h.update(path.read_bytes())

@@ -22,13 +22,13 @@ import orjson
 
 from bench.child import Child
 from stream.config import Settings
-from stream.processor import Processor
-from stream.refit import refit
-from stream.refresh import refresh
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
+from stream.shell.processor import Processor
+from stream.shell.refit import refit
+from stream.shell.refresh import refresh
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.transitions import Record
 from tests.support import wait_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.segments import Profile, Scheme
+from stream.core.scheme import Profile, Scheme
 
 DAY_MS = 86_400_000
 

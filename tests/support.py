@@ -25,10 +25,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.child import Child
 from stream.config import Settings
+from stream.core.scheme import load_scheme
 from stream.kafka import KafkaPublisher, client_options
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
 from stream.store.keys import Keys
-from stream.topics import Topics
 from tests.oracle import recompute
 
 T = TypeVar("T")

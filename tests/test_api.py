@@ -24,10 +24,10 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.processor import wall_ms
-from stream.segments import Profile, Scheme, load_scheme
+from stream.core.scheme import Profile, Scheme, load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
-from stream.topics import Topics
 from tests.api_support import (
     ApiServer,
     erasure,

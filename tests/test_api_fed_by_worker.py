@@ -21,10 +21,10 @@ import orjson
 import pytest
 import redis
 
+from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
-from stream.processor import wall_ms
-from stream.segments import load_scheme
-from stream.topics import Topics
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
 from tests.api_support import ApiServer, erasure, interaction, order, refund
 from tests.conftest import Isolated
 from tests.oracle import Expected, aggregates, recompute

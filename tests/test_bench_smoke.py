@@ -25,9 +25,9 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import baseline, workload
-from stream import worker
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
 from stream.stack import KAFKA_VERSION
+from stream.worker import app as worker
 from tests.conftest import Infra
 from tests.oracle import recompute
 

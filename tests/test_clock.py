@@ -12,14 +12,14 @@ import pytest
 import redis
 
 from stream.config import settings_from
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
 from stream.kafka import ensure_topics
-from stream.processor import Processor
-from stream.refresh import sweep_clock
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor
+from stream.shell.refresh import sweep_clock
 from stream.store.keys import Keys
 from stream.store.redis_store import open_store
-from stream.topics import Topics
-from stream.transitions import Record
 from tests.api_support import Collector
 from tests.conftest import Isolated
 from tests.support import (

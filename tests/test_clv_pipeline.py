@@ -23,12 +23,12 @@ import redis
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes import datasets as lifetimes_data
 
-from stream import clv
+from stream.clv import model as clv
+from stream.clv.prediction import Model
+from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
-from stream.prediction import Model
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
 from stream.store.keys import Keys
-from stream.topics import Topics
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.oracle import recompute

@@ -18,7 +18,7 @@ import yaml
 from stream import stack
 from stream.cli import main
 from stream.config import Settings, load_settings
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.conftest import Isolated
 from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.processor import wall_ms
+from stream.shell.processor import wall_ms
 from tests.api_support import ApiServer, interaction, order, score_events
 from tests.conftest import Isolated
 

@@ -35,10 +35,10 @@ from consumers.campaigns.actions import Action, idempotency_key
 from consumers.campaigns.ledger import CampaignKeys, Ledger
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
-from stream.processor import wall_ms
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
 from stream.store.redis_store import connect
-from stream.topics import Topics
 from tests.api_support import erasure, interaction, order
 from tests.conftest import Isolated
 from tests.support import (

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from stream.segments import load_scheme
-from stream.topics import Topics
+from stream.core.scheme import load_scheme
+from stream.kafka.topics import Topics
 from tests.conftest import Isolated
 from tests.oracle import Expected, recompute
 from tests.support import (

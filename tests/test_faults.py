@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from stream import stack
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.conftest import Infra, Isolated
 from tests.ports import free_ports
 from tests.support import (

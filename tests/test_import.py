@@ -10,7 +10,7 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.conftest import Isolated
 from tests.support import produce, read_topic, rfm
 

@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.processor import wall_ms
-from stream.refresh import refresh
-from stream.scoring import quantile_edges
+from stream.core.scoring import quantile_edges
+from stream.core.step import Record
+from stream.kafka.topics import Topics
+from stream.shell.processor import wall_ms
+from stream.shell.refresh import refresh
 from stream.store.buckets import bound
 from stream.store.keys import DIMS
-from stream.topics import Topics
-from stream.transitions import Record
 from tests.conftest import Isolated
 from tests.test_store_layout import DAY, Scorer, order, run
 

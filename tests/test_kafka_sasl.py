@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaConnectionError
 from stream import stack
 from stream.config import Settings, settings_from
 from stream.kafka import client_options, ensure_topics
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.api_support import order
 from tests.conftest import Infra, Isolated
 from tests.ports import free_ports

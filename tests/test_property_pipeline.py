@@ -28,14 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INTERACTION_KINDS, Settings
+from stream.core.scheme import PRESETS, load_scheme
 from stream.exporter import export_rows
 from stream.kafka import KafkaPublisher, ensure_topics
-from stream.processor import Processor
-from stream.refresh import LeaseBusy, refresh
-from stream.segments import PRESETS, load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor
+from stream.shell.refresh import LeaseBusy, refresh
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
 from tests.conftest import Infra, Isolated
 from tests.oracle import aggregates, recompute
 from tests.support import WorkerProcess, clock_swept, produce, read_topic, wait_for

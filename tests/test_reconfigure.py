@@ -14,10 +14,10 @@ import orjson
 import pytest
 import redis
 
+from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
 from stream.store.keys import Keys
-from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.oracle import recompute
 from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for

@@ -25,11 +25,11 @@ import redis
 from redis.cluster import RedisCluster
 
 from stream.config import settings_from
+from stream.core.scoring import quantile_edges
 from stream.kafka import ensure_topics
-from stream.scoring import quantile_edges
+from stream.kafka.topics import Topics
 from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import open_store
-from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from stream.kafka import ensure_topics
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.api_support import free_port
 from tests.conftest import Isolated
 from tests.support import WorkerProcess, produce, read_topic, wait_for

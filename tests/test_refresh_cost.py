@@ -27,13 +27,13 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.processor import Processor
-from stream.refresh import RefreshReport, refresh
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor
+from stream.shell.refresh import RefreshReport, refresh
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
-from stream.transitions import Record
 from tests.conftest import Isolated
 
 pytestmark = pytest.mark.integration

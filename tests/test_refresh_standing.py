@@ -23,13 +23,13 @@ import orjson
 import pytest
 
 from stream.config import Settings
-from stream.processor import Processor
-from stream.refresh import refresh
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor
+from stream.shell.refresh import refresh
 from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
-from stream.transitions import Record
 from tests.conftest import Isolated
 from tests.support import index_entries
 

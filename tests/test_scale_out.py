@@ -16,11 +16,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from stream.config import Settings, settings_from
+from stream.core.scoring import Thresholds
 from stream.kafka import client_options, ensure_topics
-from stream.scoring import Thresholds
+from stream.kafka.topics import Topics
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
 from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from consumers.api.app import create_app
 from stream.kafka import ensure_topics
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.support import WorkerProcess, produce, rfm, wait_for

@@ -17,13 +17,13 @@ import orjson
 import pytest
 
 from stream.config import Settings
-from stream.processor import Processor, wall_ms
-from stream.refresh import sweep_clock
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor, wall_ms
+from stream.shell.refresh import sweep_clock
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from stream.topics import Topics
-from stream.transitions import Record
 from tests.api_support import Collector
 from tests.conftest import Isolated
 from tests.support import wait_for

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream.config import Settings
 from stream.kafka import TopicsUnavailable, client_options, ensure_topics
-from stream.topics import Topics
+from stream.kafka.topics import Topics
 from tests.conftest import Isolated
 
 pytestmark = pytest.mark.integration

@@ -35,10 +35,10 @@ from consumers.api.metrics import exposition
 from consumers.api.report import report_doc, segments_doc
 from consumers.api.thresholds import thresholds_doc
 from consumers.api.variants import variants_doc
+from stream.clv.prediction import prediction_doc
 from stream.config import Settings
-from stream.prediction import prediction_doc
-from stream.processor import wall_ms
-from stream.segments import load_scheme
+from stream.core.scheme import load_scheme
+from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
 
 log = logging.getLogger("rfm.api")

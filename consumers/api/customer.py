@@ -6,10 +6,10 @@ from typing import Any
 
 from consumers.api.queries import CustomerRecord
 from consumers.api.report import names
-from stream.changes import iso_ms
-from stream.customer import metrics
-from stream.rescore import metrics_dict
-from stream.segments import Scheme
+from stream.core.changes import iso_ms
+from stream.core.customer import metrics
+from stream.core.rescore import metrics_dict
+from stream.core.scheme import Scheme
 
 # The scorer rejects longer or empty ids, so such a lookup can never match (SPEC section 2).
 MAX_ID_CHARS = 128

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stream.changes import iso_ms
+from stream.core.changes import iso_ms
 
 HOUR_MS = 3_600_000
 # The scorer keeps each hourly transitions hash for 400 days (commit.lua TRANSITIONS_TTL_MS).

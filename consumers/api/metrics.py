@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from consumers.api.queries import Overview
 from consumers.api.report import ordered_segments
-from stream.segments import Scheme
+from stream.core.scheme import Scheme
 
 # stats hash field -> (counter name without _total, help)
 COUNTERS = {

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream.config import Settings
-from stream.customer import Customer
-from stream.processor import wall_ms
-from stream.scoring import Thresholds
+from stream.core.customer import Customer
+from stream.core.scoring import Thresholds
+from stream.shell.processor import wall_ms
 from stream.store.codec import decode_customer, recent_changes
 from stream.store.redis_store import RedisStore
 

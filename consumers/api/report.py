@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stream.changes import iso_ms
-from stream.money import format_minor
-from stream.prediction import Model
-from stream.segments import Scheme
+from stream.clv.prediction import Model
+from stream.core.changes import iso_ms
+from stream.core.money import format_minor
+from stream.core.scheme import Scheme
 
 
 def names(scheme: Scheme, segment: str) -> dict[str, str]:

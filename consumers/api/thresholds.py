@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.changes import iso_ms
 from stream.config import Settings
-from stream.money import format_minor
-from stream.scoring import Thresholds
+from stream.core.changes import iso_ms
+from stream.core.money import format_minor
+from stream.core.scoring import Thresholds
 
 
 def _edges(t: Thresholds, decimals: int) -> dict[str, list[Any]]:

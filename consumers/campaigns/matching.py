@@ -23,8 +23,8 @@ from consumers.campaigns.rules import (
     OrderTrigger,
     Rule,
 )
-from stream.events import OrderEvent
-from stream.money import format_minor
+from stream.core.events import OrderEvent
+from stream.core.money import format_minor
 
 
 class Malformed(ValueError):

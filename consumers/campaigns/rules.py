@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from stream.changes import CAUSES
 from stream.config import ConfigError, parse_duration
-from stream.events import CHANNELS
+from stream.core.changes import CAUSES
+from stream.core.events import CHANNELS
 
 TRIGGERS = ("segment_change", "order")
 # churn_risk: 1 when a churn_risk event says the customer is at risk, 0 when it recovered

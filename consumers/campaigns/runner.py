@@ -32,11 +32,11 @@ from consumers.campaigns.matching import (
 )
 from consumers.campaigns.rules import RuleSet, check_segments, load_rules
 from stream.config import Settings
-from stream.events import Rejected, parse_erasure, parse_order
+from stream.core.events import Rejected, parse_erasure, parse_order
+from stream.core.scheme import SchemeError, load_scheme
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
-from stream.segments import SchemeError, load_scheme
+from stream.kafka.topics import Topics
 from stream.store.redis_store import connect
-from stream.topics import Topics
 
 log = logging.getLogger("rfm.campaigns")
 

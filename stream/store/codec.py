@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from stream.changes import SegmentChange, iso_ms
-from stream.customer import Customer, OrderRecord, day
-from stream.scoring import NO_SCORES, Scores
+from stream.core.changes import SegmentChange, iso_ms
+from stream.core.customer import Customer, OrderRecord, day
+from stream.core.scoring import NO_SCORES, Scores
 
 HISTORY = 10  # recent segment changes kept per customer
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.changes import SegmentChange
-from stream.customer import Customer, Metrics
-from stream.scoring import Scores
+from stream.core.changes import SegmentChange
+from stream.core.customer import Customer, Metrics
+from stream.core.scoring import Scores
 from stream.store.buckets import bound
 from stream.store.codec import (
     RESCORED,
@@ -29,7 +29,7 @@ from stream.store.codec import (
 from stream.store.keys import DIMS
 
 # Records made per customer write their own ``__init__`` so that mypyc compiles it (see
-# stream.customer).
+# stream.core.customer).
 
 
 @dataclass(init=False)

@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from stream.clv.prediction import Model
 from stream.config import Settings
-from stream.customer import Customer
-from stream.prediction import Model
-from stream.scoring import Thresholds, quantile_ranks
+from stream.core.customer import Customer
+from stream.core.scoring import Thresholds, quantile_ranks
 from stream.store.buckets import Census, encode
 from stream.store.codec import decode_customer
 from stream.store.commits import (

@@ -46,8 +46,8 @@ from consumers.campaigns.rules import (
 from consumers.campaigns.signing import sign, verify
 from consumers.campaigns.variants import by_amount, by_hash, choose, hash_point
 from stream.config import StoreSettings
-from stream.events import parse_order
-from stream.segments import load_scheme
+from stream.core.events import parse_order
+from stream.core.scheme import load_scheme
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "consumers" / "campaigns" / "example.toml"
 HOOK = {"url": "http://127.0.0.1:9/hook", "secret": "k"}

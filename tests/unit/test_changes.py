@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.changes import iso_ms
+from stream.core.changes import iso_ms
 
 # years 1000..9999: four digits, where strftime and RFC 3339 spell a year the same way
 FIRST_MS = int(datetime(1000, 1, 1, tzinfo=UTC).timestamp() * 1000)

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes import datasets as lifetimes_data
 
-from stream import clv
+from stream.clv import model as clv
+from stream.clv.prediction import Model, predict, prediction_doc, summary_of
 from stream.config import PredictionSettings
-from stream.customer import Customer, apply_order
-from stream.events import OrderEvent
-from stream.prediction import Model, predict, prediction_doc, summary_of
+from stream.core.customer import Customer, apply_order
+from stream.core.events import OrderEvent
 
 DATA = Path(lifetimes_data.__file__).parent
 PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}

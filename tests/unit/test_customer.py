@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import settings_from
-from stream.customer import (
+from stream.core.customer import (
     Customer,
     Duplicate,
     apply_interaction,
@@ -20,10 +20,10 @@ from stream.customer import (
     metrics,
     next_due,
 )
-from stream.events import InteractionEvent, OrderEvent, Rejected
-from stream.rescore import ScoringContext, rescore
-from stream.scoring import DAY_MS, Thresholds
-from stream.segments import load_scheme
+from stream.core.events import InteractionEvent, OrderEvent, Rejected
+from stream.core.rescore import ScoringContext, rescore
+from stream.core.scheme import load_scheme
+from stream.core.scoring import DAY_MS, Thresholds
 
 FAST = settings(max_examples=150, deadline=None)
 NOW = 1_795_140_900_000

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INTERACTION_KINDS, StoreSettings
-from stream.events import (
+from stream.core.events import (
     ErasureEvent,
     InteractionEvent,
     OrderEvent,

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.changes import CAUSES, SegmentChange, iso_ms
+from stream.core.changes import CAUSES, SegmentChange, iso_ms
 from stream.store.codec import HISTORY, history_fields, recent_changes
 
 SCHEMES = Path(__file__).resolve().parents[2] / "stream" / "schemes"

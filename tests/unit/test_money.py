@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.money import AmountError, format_minor, to_minor
+from stream.core.money import AmountError, format_minor, to_minor
 
 FAST = settings(max_examples=150, deadline=None)
 

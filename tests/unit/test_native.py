@@ -35,20 +35,35 @@ def _current_build() -> dict[str, object] | None:
 def _package(tmp_path: Path) -> Path:
     pkg = tmp_path / "stream"
     (pkg / "store").mkdir(parents=True)
-    (pkg / "core.py").write_text("X = 1\n")
-    (pkg / "store" / "codec.py").write_text("Y = 2\n")
+    (pkg / "store" / "codec.py").write_text("from stream.store.names import Y\n")
+    (pkg / "store" / "names.py").write_text("Y = 2\n")
+    (pkg / "cli.py").write_text("from stream.store.codec import Y\n")
     return pkg
 
 
-def test_any_edited_source_makes_the_build_stale(tmp_path: Path) -> None:
+def test_an_edited_compiled_source_or_its_import_makes_the_build_stale(tmp_path: Path) -> None:
     pkg = _package(tmp_path)
     digest = native.source_digest(pkg)
-    (pkg / "store" / "codec.py").write_text("Y = 3\n")
+    (pkg / "store" / "codec.py").write_text("from stream.store.names import Y\nZ = 1\n")
     assert native.source_digest(pkg) != digest
-    (pkg / "store" / "codec.py").write_text("Y = 2\n")
+    (pkg / "store" / "codec.py").write_text("from stream.store.names import Y\n")
     assert native.source_digest(pkg) == digest
-    (pkg / "new.py").write_text("")
+    (pkg / "store" / "names.py").write_text("Y = 3\n")  # imported by a compiled module
     assert native.source_digest(pkg) != digest
+
+
+def test_editing_the_rest_of_the_package_keeps_the_build(tmp_path: Path) -> None:
+    pkg = _package(tmp_path)
+    digest = native.source_digest(pkg)
+    (pkg / "cli.py").write_text("from stream.store.codec import Y\nprint(Y)\n")
+    (pkg / "new.py").write_text("")
+    assert native.source_digest(pkg) == digest
+
+
+def test_the_real_build_covers_the_core_and_not_the_cli() -> None:
+    sources = {p.relative_to(native.PACKAGE).as_posix() for p in native.compiled_sources()}
+    assert {"core/events.py", "core/step.py", "store/codec.py", "config.py"} <= sources
+    assert not sources & {"cli.py", "shell/processor.py", "worker/app.py", "kafka/admin.py"}
 
 
 def test_the_build_directory_itself_is_not_a_source(tmp_path: Path) -> None:
@@ -73,7 +88,7 @@ def test_a_build_is_refused_unless_it_matches_sources_interpreter_and_files(
 
     assert "no build" in str(native.unusable(None, build, pkg))
     assert "interpreter" in str(native.unusable({**good, "tag": "cpython-39"}, build, pkg))
-    (pkg / "core.py").write_text("X = 2\n")
+    (pkg / "store" / "names.py").write_text("Y = 3\n")
     assert "sources changed" in str(native.unusable(good, build, pkg))
     good["sources"] = native.source_digest(pkg)
     fewer = dict(list(files.items())[1:])
@@ -90,10 +105,10 @@ def test_a_bad_rfm_native_value_stops_start_up_naming_it() -> None:
 
 def test_rfm_native_0_runs_plain_python() -> None:
     done = _python(
-        "import stream.processor as p, stream.native as n; print(p.__file__, n.active())", "0"
+        "import stream.shell.processor as p, stream.native as n; print(p.__file__, n.active())", "0"
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [str(ROOT / "stream" / "processor.py"), "False"]
+    assert done.stdout.split() == [str(ROOT / "stream" / "shell" / "processor.py"), "False"]
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import settings_from
-from stream.customer import Metrics
-from stream.rescore import ScoringContext, fixed_thresholds, scores_for
-from stream.scoring import (
+from stream.core.customer import Metrics
+from stream.core.rescore import ScoringContext, fixed_thresholds, scores_for
+from stream.core.scheme import load_scheme
+from stream.core.scoring import (
     DAY_MS,
     Scores,
     Thresholds,
@@ -24,7 +25,6 @@ from stream.scoring import (
     score_above,
     score_recency_days,
 )
-from stream.segments import load_scheme
 
 FAST = settings(max_examples=200, deadline=None)
 NOW = 1_795_140_900_000

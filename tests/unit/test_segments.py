@@ -12,7 +12,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from stream.segments import (
+from stream.core.scheme import (
     PRESETS,
     Profile,
     Rule,

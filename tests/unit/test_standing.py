@@ -15,14 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.clv import BgNbd
+from stream.clv.model import BgNbd
+from stream.clv.prediction import Model
 from stream.config import settings_from
-from stream.customer import Customer, apply_interaction, apply_order
-from stream.events import InteractionEvent, OrderEvent, Rejected
-from stream.prediction import Model
-from stream.rescore import ScoringContext
-from stream.scoring import DAY_MS, Thresholds
-from stream.segments import load_scheme
+from stream.core.customer import Customer, apply_interaction, apply_order
+from stream.core.events import InteractionEvent, OrderEvent, Rejected
+from stream.core.rescore import ScoringContext
+from stream.core.scheme import load_scheme
+from stream.core.scoring import DAY_MS, Thresholds
+from stream.core.step import commit_for, rescored_standing
 from stream.store.codec import customer_from_fields, encode_customer, index_text
 from stream.store.commits import (
     STANDING_FIELDS,
@@ -32,7 +33,6 @@ from stream.store.commits import (
     standing_from_reply,
 )
 from stream.store.keys import DIMS
-from stream.transitions import commit_for, rescored_standing
 
 NOW = 1_795_140_900_000
 SETTINGS = settings_from({}, {})

@@ -1,4 +1,4 @@
-"""The worker's process settings take effect (stream.tuning)."""
+"""The worker's process settings take effect (stream.worker.tuning)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from stream.tuning import tune_gc, use_uvloop
+from stream.worker.tuning import tune_gc, use_uvloop
 
 
 @pytest.fixture

@@ -14,8 +14,13 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from stream.config import settings_from
-from stream.faust_consumer import BUFFERED_POLL_S, FETCH_MAX_WAIT_MS, AgentEvents, FastConsumer
-from stream.worker import build_app
+from stream.worker.app import build_app
+from stream.worker.faust_patches import (
+    BUFFERED_POLL_S,
+    FETCH_MAX_WAIT_MS,
+    AgentEvents,
+    FastConsumer,
+)
 
 
 def test_the_worker_consumer_fetches_with_our_short_wait() -> None:

@@ -80,7 +80,7 @@ class SegmentChange:
         at: int,
         churn: dict[str, object] | None = None,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "customer_id", customer_id)
         object.__setattr__(self, "seq", seq)
         object.__setattr__(self, "from_segment", from_segment)

@@ -1,6 +1,6 @@
 """One batch of input records -> committed customer transitions -> changes and dead letters.
 
-This is the imperative shell around the pure core (``stream.transitions`` is one customer's
+This is the imperative shell around the pure core (``stream.core.step`` is one customer's
 whole step): it owns the order of I/O (load, compute, commit, publish) and the retry on a
 lost race, and it knows nothing of Faust, so the benchmark's raw baseline and the CLI reuse
 it as is.
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from stream.clv.prediction import Model
 from stream.config import Settings
-from stream.events import (
+from stream.core.events import (
     ErasureEvent,
     Event,
     InteractionEvent,
@@ -27,14 +28,10 @@ from stream.events import (
     parse_interaction,
     parse_order,
 )
-from stream.prediction import Model
-from stream.rescore import ScoringContext, fixed_thresholds
-from stream.scoring import Thresholds
-from stream.segments import Scheme
-from stream.store.commits import Commit, CommitResult, Loaded, Standing
-from stream.store.redis_store import RedisStore
-from stream.topics import Topics
-from stream.transitions import (
+from stream.core.rescore import ScoringContext, fixed_thresholds
+from stream.core.scheme import Scheme
+from stream.core.scoring import Thresholds
+from stream.core.step import (
     DeadLetter,
     Outcome,
     Record,
@@ -43,6 +40,9 @@ from stream.transitions import (
     rescored_standing,
     standing_suffices,
 )
+from stream.kafka.topics import Topics
+from stream.store.commits import Commit, CommitResult, Loaded, Standing
+from stream.store.redis_store import RedisStore
 
 log = logging.getLogger("rfm.processor")
 MAX_ATTEMPTS = 20

@@ -17,11 +17,11 @@ from decimal import Decimal
 import numpy as np
 from numpy.typing import NDArray
 
-from stream import clv
+from stream.clv import model as clv
+from stream.clv.prediction import Model, SegmentValue, money, summary_of
 from stream.config import PredictionSettings
-from stream.prediction import Model, SegmentValue, money, summary_of
-from stream.processor import Processor, wall_ms
-from stream.refresh import LEASE_MS, LeaseBusy
+from stream.shell.processor import Processor, wall_ms
+from stream.shell.refresh import LEASE_MS, LeaseBusy
 
 log = logging.getLogger("rfm.refit")
 

@@ -1,5 +1,10 @@
 """Faust's Kafka consumer, and the agent's events, with four of their costs taken out.
 
+Every override of Faust's private internals lives here and nowhere else. They were written
+against faust-streaming 0.15 (pinned in pyproject.toml); importing this module under another
+minor release stops with a message, since a private method that changed shape would fail
+quietly, not loudly.
+
 Faust stays in charge of the consumer group, offsets and commits; this module changes four
 things it does per fetch or per record, each measured on the worker:
 
@@ -31,12 +36,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from mode.services import WaitResults
+
+WRITTEN_FOR = "0.15"  # faust-streaming minor release whose internals these overrides replace
+_installed = importlib.metadata.version("faust-streaming")
+if _installed.rsplit(".", 1)[0] != WRITTEN_FOR:
+    raise ImportError(
+        f"stream.worker.faust_patches overrides private internals of faust-streaming"
+        f" {WRITTEN_FOR}.x, but {_installed} is installed: re-check each override and update"
+        f" WRITTEN_FOR"
+    )
 
 FETCH_MAX_WAIT_MS = 20
 BUFFERED_POLL_S = 0.02

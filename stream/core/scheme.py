@@ -117,7 +117,7 @@ class Profile:
         has_orders: bool,
         has_interactions: bool,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "r", r)
         object.__setattr__(self, "f", f)
         object.__setattr__(self, "m", m)
@@ -643,8 +643,7 @@ def parse_scheme(data: Mapping[str, Any], buckets: int, *, source: str = "<schem
 def load_scheme(name_or_path: str, buckets: int) -> Scheme:
     """Load a preset (``rfm-classic``, ``rfim``, ``simple``) or a scheme file by path."""
     if name_or_path in PRESETS:
-        package = __package__ or "stream"
-        blob = (resources.files(package) / "schemes" / f"{name_or_path}.toml").read_bytes()
+        blob = (resources.files("stream") / "schemes" / f"{name_or_path}.toml").read_bytes()
     else:
         path = Path(name_or_path)
         if not path.is_file():

@@ -14,8 +14,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from stream.processor import Processor, wall_ms
-from stream.scoring import Thresholds, moved_ranges
+from stream.core.scoring import Thresholds, moved_ranges
+from stream.shell.processor import Processor, wall_ms
 from stream.store.keys import DIMS
 
 log = logging.getLogger("rfm.refresh")

@@ -1,4 +1,4 @@
-"""The Faust adapter: with ``stream.faust_consumer``, the only module that knows Faust.
+"""The Faust adapter: with ``stream.worker.faust_patches``, the only module that knows Faust.
 
 One agent consumes every input topic and hands batches to the ``Processor``; one timer
 does the periodic work (publish orphaned outbox entries, clock sweeps, threshold refresh
@@ -20,16 +20,16 @@ import faust
 
 from stream import native
 from stream.config import Settings
-from stream.faust_consumer import AgentEvents, App
+from stream.core.scheme import load_scheme
+from stream.core.step import Record
 from stream.kafka import KafkaPublisher
-from stream.processor import Processor, wall_ms
-from stream.refit import refit
-from stream.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
-from stream.segments import load_scheme
+from stream.kafka.topics import Topics
+from stream.shell.processor import Processor, wall_ms
+from stream.shell.refit import refit
+from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.store.redis_store import open_store
-from stream.topics import Topics
-from stream.transitions import Record
-from stream.tuning import tune_gc, use_uvloop
+from stream.worker.faust_patches import AgentEvents, App
+from stream.worker.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")
 BATCH_MAX = 2000

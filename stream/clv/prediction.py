@@ -14,10 +14,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 import orjson
 
-from stream import clv
-from stream.changes import iso_ms
+from stream.clv import model as clv
 from stream.config import PredictionSettings
-from stream.customer import Customer
+from stream.core.changes import iso_ms
+from stream.core.customer import Customer
 
 HORIZON_90D_WEEKS = 90 / 7
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from stream.config import INTERACTION_KINDS, StoreSettings
-from stream.money import AmountError, to_minor
+from stream.core.money import AmountError, to_minor
 
 CHANNELS = frozenset({"online", "pos", "app", "social", "marketplace", "other"})
 MAX_ID_LEN = 128
@@ -48,7 +48,7 @@ class OrderEvent:
         channel: str | None = None,
         full: bool = False,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "event_id", event_id)
         object.__setattr__(self, "customer_id", customer_id)
         object.__setattr__(self, "order_id", order_id)
@@ -75,7 +75,7 @@ class InteractionEvent:
         occurred_at: int,
         channel: str | None = None,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "event_id", event_id)
         object.__setattr__(self, "customer_id", customer_id)
         object.__setattr__(self, "kind", kind)

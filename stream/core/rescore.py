@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stream import clv
-from stream.changes import SegmentChange, iso_ms
+from stream.clv import model as clv
+from stream.clv.prediction import Model, churn_due, summary_of
 from stream.config import Settings
-from stream.customer import Customer, Metrics, metrics
-from stream.money import format_minor
-from stream.prediction import Model, churn_due, summary_of
-from stream.scoring import DAY_MS, Scores, Thresholds, score_above, score_recency_days
-from stream.segments import Profile, Scheme
+from stream.core.changes import SegmentChange, iso_ms
+from stream.core.customer import Customer, Metrics, metrics
+from stream.core.money import format_minor
+from stream.core.scheme import Profile, Scheme
+from stream.core.scoring import DAY_MS, Scores, Thresholds, score_above, score_recency_days
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Plain aiokafka plumbing: topic creation, connection settings, and the batching producer
-behind the worker's change and dead-letter output, `rfm import` and `rfm refresh`."""
+"""The batching producer behind the worker's change and dead-letter output, `rfm import` and
+`rfm refresh`: keys partitioned as every Kafka client does, sends awaited as a batch."""
 
 from __future__ import annotations
 
@@ -8,97 +8,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.config import Settings
-from stream.partitioning import partition_for
-from stream.topics import Topics
-
-
-def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection options shared by every aiokafka client we build (SASL/TLS included)."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        opts["sasl_plain_username"] = settings.kafka_sasl_username
-        opts["sasl_plain_password"] = settings.kafka_sasl_password
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
-    return opts
-
-
-class TopicsUnavailable(KafkaConnectionError):
-    """Our topics did not show up in the broker's metadata in time: creation was refused, or
-    the broker never finished it. A ``KafkaConnectionError``, so every caller that reports an
-    unusable Kafka in one line (the CLI, the benchmark) reports this one the same way."""
-
-
-async def ensure_topics(settings: Settings, *, timeout: float = 10.0) -> None:
-    """Create our topics if missing; keyed by customer, so partitions bound parallelism.
-
-    Faust's leader-election topic is created here too (one partition), because the worker runs
-    with topic declaration off: topic layout is ours to decide, not the framework's.
-
-    Returns once the broker's metadata lists every topic; raises ``TopicsUnavailable``, naming
-    the missing topics, the broker and why it refused them, if they are not all there within
-    ``timeout`` seconds.
-    """
-    wanted = {t: settings.partitions for t in Topics(settings.topic_prefix).all}
-    wanted[f"{settings.group_id}-__assignor-__leader"] = 1
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
-        refused: dict[str, str] = {}
-        if missing:
-            response = await admin.create_topics(missing)
-            for topic, code, *detail in response.topic_errors:
-                if code and code != TopicAlreadyExistsError.errno:  # someone else created it
-                    refused[topic] = (detail and detail[0]) or for_code(code).__name__
-        # wait until metadata shows them, so consumers never race topic creation
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            absent = sorted(set(wanted) - set(await admin.list_topics()))
-            if not absent:
-                return
-            if loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-    why = "; ".join(f"{t}: {refused[t]}" for t in absent if t in refused)
-    raise TopicsUnavailable(
-        f"topic{'s' if len(absent) > 1 else ''} {', '.join(absent)} did not appear on "
-        f"{settings.kafka_bootstrap} (RFM_KAFKA_BOOTSTRAP) within {timeout:g}s"
-        + (f"; the broker refused: {why}" if why else "")
-    )
-
-
-async def delete_topics(settings: Settings, *prefixes: str) -> int:
-    """Delete every topic whose name starts with one of ``prefixes``; returns how many.
-
-    For throw-away namespaces (tests, benchmarks): each partition left behind costs the
-    broker heap (metrics, index handles) for good, and a few thousand of them pushed a 512 MiB
-    broker into back-to-back full collections that stalled every produce for a second.
-    """
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(prefixes)]
-        for start in range(0, len(ours), 50):
-            await admin.delete_topics(ours[start : start + 50])
-        return len(ours)
-    finally:
-        await admin.close()
+from stream.core.partitioning import partition_for
+from stream.kafka.options import client_options
 
 
 class KeyPartitioner:
@@ -106,7 +20,7 @@ class KeyPartitioner:
 
     A customer's events must stay in one partition, in order, whichever client produced
     them: a key goes where aiokafka's ``DefaultPartitioner`` and the Java client send it
-    (``stream.partitioning``, compiled with the core), and each key's partition is
+    (``stream.core.partitioning``, compiled with the core), and each key's partition is
     remembered. Records without a key go to a random partition, as with ``send``.
     """
 

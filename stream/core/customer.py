@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from stream.events import InteractionEvent, OrderEvent, Rejected
-from stream.scoring import DAY_MS, NO_SCORES, Scores
+from stream.core.events import InteractionEvent, OrderEvent, Rejected
+from stream.core.scoring import DAY_MS, NO_SCORES, Scores
 
 # The per-event records below write their own ``__init__`` (``init=False``): mypyc compiles
 # a written one, while the one ``dataclass`` generates stays interpreted, and those
@@ -70,7 +70,7 @@ class Customer:
     last_order_at: int | None
     last_interaction_at: int | None
     channels: set[str]
-    # lifetime purchase history, the sufficient statistics of the CLV models (stream.clv):
+    # lifetime purchase history, the sufficient statistics of the CLV models (stream.clv.model):
     purchase_days: int  # distinct UTC days with a completed order, ever
     spend: int  # every completed order ever, net of refunds, minor units
     first_day_spend: int  # the part of ``spend`` made on the first purchase day

@@ -1,7 +1,7 @@
 """One customer's step: its events of a batch (or a re-score) -> the commit to make. Pure.
 
 Between the load and the commit the processor does nothing else per customer, so this is
-the per-customer half of ``stream.processor`` with the I/O taken out: what a customer's
+the per-customer half of ``stream.shell.processor`` with the I/O taken out: what a customer's
 events do to it, its new scores and index entries, when the clock next matters to it, and
 the change events to publish once the commit holds.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from stream.changes import SegmentChange
-from stream.customer import (
+from stream.core.changes import SegmentChange
+from stream.core.customer import (
     Customer,
     Duplicate,
     apply_interaction,
@@ -23,9 +23,9 @@ from stream.customer import (
     metrics,
     next_due,
 )
-from stream.events import Event, InteractionEvent, OrderEvent, Rejected
-from stream.rescore import ScoringContext, assess_churn, rescore
-from stream.scoring import next_recency_move
+from stream.core.events import Event, InteractionEvent, OrderEvent, Rejected
+from stream.core.rescore import ScoringContext, assess_churn, rescore
+from stream.core.scoring import next_recency_move
 from stream.store.commits import Commit, Loaded, Standing
 
 
@@ -47,7 +47,7 @@ class Record:
         key: bytes | None,
         value: bytes,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "topic", topic)
         object.__setattr__(self, "partition", partition)
         object.__setattr__(self, "offset", offset)
@@ -92,7 +92,7 @@ class Outcome:
         accepted: int = 0,
         duplicates: int = 0,
         dead: list[DeadLetter] | None = None,
-    ) -> None:  # written out so that mypyc compiles it (see stream.customer)
+    ) -> None:  # written out so that mypyc compiles it (see stream.core.customer)
         self.commit = commit
         self.accepted = accepted
         self.duplicates = duplicates

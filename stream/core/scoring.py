@@ -74,7 +74,7 @@ class Scores:
         m: int | None = None,
         i: int | None = None,
     ) -> None:
-        # written out for mypyc (see stream.customer); frozen: hence object.__setattr__
+        # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "r", r)
         object.__setattr__(self, "f", f)
         object.__setattr__(self, "m", m)

@@ -1,0 +1,3 @@
+"""The imperative shell around the core: apply batches of input (``processor``), periodic work
+with no input event (``refresh``: thresholds and the clock), and CLV refits (``refit``).
+It talks to the store and a publisher through their interfaces, never to Kafka or Faust."""
