@@ -17,10 +17,10 @@ import signal
 from aiokafka import AIOKafkaConsumer
 
 from stream.config import Settings, load_settings
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect

@@ -30,10 +30,10 @@ from stream import native
 from stream.config import Settings, load_settings
 from stream.core.events import OrderEvent, parse_order
 from stream.core.rescore import ScoringContext
-from stream.core.scheme import load_scheme
 from stream.core.scoring import Thresholds
 from stream.core.step import Record, fold, rescored_standing
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.commits import (
     STANDING_FIELDS,

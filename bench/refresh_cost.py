@@ -19,10 +19,10 @@ from bench import BenchError
 from bench.thresholds import Population, seed, thresholds_of
 from bench.workload import MAX_AMOUNT, customer_id, order_event, orders
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.core.scoring import moved_ranges
 from stream.core.step import Record
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refresh import refresh
 from stream.store.keys import DIMS, Keys

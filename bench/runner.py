@@ -44,9 +44,9 @@ from bench.report import Results, chart, profile_table, table, to_json
 from bench.thresholds import Population, seed, thresholds_of
 from bench.workload import SEED, orders
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.core.scoring import Thresholds
 from stream.kafka import ensure_topics
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect

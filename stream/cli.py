@@ -100,7 +100,7 @@ def stack_status() -> None:
 )
 def worker(loglevel: str) -> None:
     """Run the stream processor (Faust); several may run as one consumer group."""
-    from stream.core.scheme import SchemeError
+    from stream.schemes import SchemeError
     from stream.worker.app import run_worker
 
     settings = _settings()
@@ -209,8 +209,8 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
 
 async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
     """Run ``job(processor)`` once the refresh lease is free (waiting up to ``timeout``)."""
-    from stream.core.scheme import load_scheme
     from stream.kafka import KafkaPublisher
+    from stream.schemes import load_scheme
     from stream.shell.processor import Processor
     from stream.shell.refresh import LeaseBusy
     from stream.store.redis_store import open_store
@@ -339,7 +339,7 @@ def campaigns(rules_path: Path) -> None:
 def api(host: str, port: int) -> None:
     """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set)."""
     from consumers.api.app import run_api
-    from stream.core.scheme import SchemeError
+    from stream.schemes import SchemeError
 
     settings = _settings()
     try:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream.validation import choice, expect_int, expect_table, known_keys
+
 INTERACTION_KINDS = ("live_view", "comment", "message", "like", "share", "review", "click")
 DIMENSIONS = ("r", "f", "m", "i")
 
@@ -48,6 +50,10 @@ ENV_SETTINGS = frozenset(
 
 class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it."""
+
+
+def _fail(setting: str, problem: str) -> ConfigError:
+    return ConfigError(f"{setting}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -133,26 +139,17 @@ def parse_duration(name: str, value: Any) -> float:
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}: must be between {lo} and {hi}, got {value}")
-    return value
+    return expect_int(value, name, _fail, lo, hi)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{name}: must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
+    return choice(value, choices, name, _fail)
 
 
-def _table(name: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: expected a table, got {value!r}")
-    for key in value:
-        if key not in allowed:
-            raise ConfigError(f"{name}.{key}: unknown setting (allowed: {', '.join(allowed)})")
-    return value
+def _table(name: str, value: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    table = expect_table(value, name, _fail)
+    known_keys(table, allowed, name, _fail, kind="setting")
+    return table
 
 
 def _store(raw: dict[str, Any]) -> StoreSettings:
@@ -302,9 +299,7 @@ def settings_from(
             f"{unknown[0]}: unknown setting (known: {', '.join(sorted(ENV_SETTINGS))})"
         )
     doc = dict(toml or {})
-    for key in doc:
-        if key not in SECTIONS:
-            raise ConfigError(f"{key}: unknown section (allowed: {', '.join(SECTIONS)})")
+    known_keys(doc, SECTIONS, "", _fail, kind="section")
     prefix = env.get("RFM_TOPIC_PREFIX", "rfm.")
     if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
         raise ConfigError(

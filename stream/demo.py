@@ -31,10 +31,10 @@ from rich.table import Table
 
 from stream.config import Settings
 from stream.core.changes import iso_ms
-from stream.core.scheme import load_scheme
 from stream.core.scoring import DAY_MS
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
 

@@ -22,8 +22,8 @@ import orjson
 
 from bench.child import Child
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refit import refit
 from stream.shell.refresh import refresh

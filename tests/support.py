@@ -25,9 +25,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.child import Child
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.kafka import KafkaPublisher, client_options
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.store.keys import Keys
 from tests.oracle import recompute
 

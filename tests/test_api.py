@@ -24,8 +24,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.core.scheme import Profile, Scheme, load_scheme
+from stream.core.scheme import Profile, Scheme
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
 from tests.api_support import (

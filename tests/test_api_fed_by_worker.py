@@ -21,9 +21,9 @@ import orjson
 import pytest
 import redis
 
-from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from tests.api_support import ApiServer, erasure, interaction, order, refund
 from tests.conftest import Isolated

@@ -25,7 +25,7 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import baseline, workload
-from stream.core.scheme import load_scheme
+from stream.schemes import load_scheme
 from stream.stack import KAFKA_VERSION
 from stream.worker import app as worker
 from tests.conftest import Infra

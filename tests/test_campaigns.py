@@ -34,9 +34,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.child import Child
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.kafka import client_options, ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.support import clock_swept, produce, read_topic, wait_for

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from stream.config import settings_from
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refresh import sweep_clock
 from stream.store.keys import Keys

@@ -25,9 +25,9 @@ from lifetimes import datasets as lifetimes_data
 
 from stream.clv import model as clv
 from stream.clv.prediction import Model
-from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.store.keys import Keys
 from tests.api_support import ApiServer
 from tests.conftest import Isolated

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from stream.core.scheme import load_scheme
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from tests.conftest import Isolated
 from tests.oracle import Expected, recompute
 from tests.support import (

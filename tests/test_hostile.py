@@ -16,9 +16,9 @@ import orjson
 import pytest
 import redis
 
-from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from tests.conftest import Isolated
 from tests.oracle import recompute
 from tests.support import WorkerProcess, produce, read_topic, rfm, wait_for

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INTERACTION_KINDS, Settings
-from stream.core.scheme import PRESETS, load_scheme
 from stream.exporter import export_rows
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import PRESETS, load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refresh import LeaseBusy, refresh
 from stream.store.keys import Keys

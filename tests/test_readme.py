@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stream.core.scheme import presets_markdown
+from stream.schemes.docs import presets_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 import redis
 
-from stream.core.scheme import load_scheme
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.store.keys import Keys
 from tests.conftest import Isolated
 from tests.oracle import recompute

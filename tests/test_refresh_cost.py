@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refresh import RefreshReport, refresh
 from stream.store.keys import Keys

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refresh import sweep_clock
 from stream.store.keys import Keys

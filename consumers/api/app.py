@@ -37,7 +37,7 @@ from consumers.api.thresholds import thresholds_doc
 from consumers.api.variants import variants_doc
 from stream.clv.prediction import prediction_doc
 from stream.config import Settings
-from stream.core.scheme import load_scheme
+from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
 

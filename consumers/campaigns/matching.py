@@ -18,10 +18,10 @@ import orjson
 from consumers.campaigns.rules import (
     CHANGE_METRICS,
     NO_SEGMENT,
+    CampaignRule,
     ChangeTrigger,
     Condition,
     OrderTrigger,
-    Rule,
 )
 from stream.core.events import OrderEvent
 from stream.core.money import format_minor
@@ -49,7 +49,7 @@ class Change:
 class Trigger:
     """One rule fired by one event, before cooldown and past deliveries are consulted."""
 
-    rule: Rule
+    rule: CampaignRule
     customer_id: str
     event_id: str
     event: Mapping[str, Any]  # becomes the webhook body
@@ -137,13 +137,13 @@ def conditions_hold(conditions: Sequence[Condition], values: Mapping[str, Decima
     return all(c.metric in values and c.holds(values[c.metric]) for c in conditions)
 
 
-def fresh_enough(rule: Rule, occurred_ms: int | None, now_ms: int) -> bool:
+def fresh_enough(rule: CampaignRule, occurred_ms: int | None, now_ms: int) -> bool:
     if rule.max_age_s is None:
         return True
     return occurred_ms is not None and now_ms - occurred_ms <= rule.max_age_s * 1000
 
 
-def change_triggers(rules: Sequence[Rule], change: Change, now_ms: int) -> list[Trigger]:
+def change_triggers(rules: Sequence[CampaignRule], change: Change, now_ms: int) -> list[Trigger]:
     fired: list[Trigger] = []
     for rule in rules:
         trigger = rule.trigger
@@ -161,7 +161,7 @@ def change_triggers(rules: Sequence[Rule], change: Change, now_ms: int) -> list[
 
 
 def order_triggers(
-    rules: Sequence[Rule],
+    rules: Sequence[CampaignRule],
     order: OrderEvent,
     doc: Mapping[str, Any],
     *,

@@ -23,6 +23,7 @@ import orjson
 from stream.config import ConfigError, parse_duration
 from stream.core.changes import CAUSES
 from stream.core.events import CHANNELS
+from stream.validation import choice, expect_bool, expect_int, expect_table, known_keys
 
 TRIGGERS = ("segment_change", "order")
 # churn_risk: 1 when a churn_risk event says the customer is at risk, 0 when it recovered
@@ -122,7 +123,9 @@ Split = Literal["none", "hash", "order_value"]
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class CampaignRule:
+    """One campaign: what triggers it, the conditions that must hold, where it is delivered."""
+
     id: str
     trigger: ChangeTrigger | OrderTrigger
     webhook: Webhook
@@ -142,15 +145,15 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleSet:
-    rules: tuple[Rule, ...]
+    rules: tuple[CampaignRule, ...]
     source: str = "<rules>"
 
     @property
-    def change_rules(self) -> tuple[Rule, ...]:
+    def change_rules(self) -> tuple[CampaignRule, ...]:
         return tuple(r for r in self.rules if isinstance(r.trigger, ChangeTrigger))
 
     @property
-    def order_rules(self) -> tuple[Rule, ...]:
+    def order_rules(self) -> tuple[CampaignRule, ...]:
         return tuple(r for r in self.rules if isinstance(r.trigger, OrderTrigger))
 
     @property
@@ -191,15 +194,17 @@ def parse_rules(doc: Any, env: Mapping[str, str], *, source: str = "<rules>") ->
     """Validate an already-parsed document; the first problem found is raised."""
     if not isinstance(doc, Mapping):
         raise RuleError(f"{source}: expected a table with [[rule]] entries")
-    _known(doc, _TOP_FIELDS, lambda f, p: RuleError(f"{source}: {f}: {p}"))
-    defaults = doc.get("webhook", {})
-    if not isinstance(defaults, Mapping):
-        raise RuleError(f"{source}: webhook: expected a table")
-    _known(defaults, _WEBHOOK_FIELDS, lambda f, p: RuleError(f"{source}: webhook.{f}: {p}"))
+
+    def fail(fld: str, problem: str) -> RuleError:
+        return RuleError(f"{source}: {fld}: {problem}")
+
+    known_keys(doc, _TOP_FIELDS, "", fail)
+    defaults = expect_table(doc.get("webhook", {}), "webhook", fail)
+    known_keys(defaults, _WEBHOOK_FIELDS, "webhook", fail)
     raw_rules = doc.get("rule")
     if not isinstance(raw_rules, list) or not raw_rules:
         raise RuleError(f"{source}: rule: expected at least one [[rule]] table")
-    rules: list[Rule] = []
+    rules: list[CampaignRule] = []
     seen: set[str] = set()
     for n, raw in enumerate(raw_rules, 1):
         rule = _rule(raw, n, defaults, env, source)
@@ -237,29 +242,18 @@ class _At:
         return RuleError(f"{self.source}: rule {self.rule}: {fld}: {problem}")
 
 
-def _known(
-    table: Mapping[str, Any], allowed: tuple[str, ...], err: Callable[..., Exception]
-) -> None:
-    for key in table:
-        if key not in allowed:
-            raise err(str(key), f"unknown field (allowed: {', '.join(allowed)})")
-
-
 def _rule(
     raw: Any, n: int, defaults: Mapping[str, Any], env: Mapping[str, str], source: str
-) -> Rule:
+) -> CampaignRule:
     at = _At(source, f"#{n}")
-    if not isinstance(raw, Mapping):
-        raise at.error("rule", "expected a table")
+    raw = expect_table(raw, "rule", at.error)
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
         raise at.error("id", f"expected snake_case like 'win_back', got {rule_id!r}")
     at = _At(source, repr(rule_id))
-    kind = raw.get("trigger")
-    if kind not in TRIGGERS:
-        raise at.error("trigger", f"must be one of {', '.join(TRIGGERS)}; got {kind!r}")
+    kind = choice(raw.get("trigger"), TRIGGERS, "trigger", at.error)
     specific = _CHANGE_FIELDS if kind == "segment_change" else _ORDER_FIELDS
-    _known(raw, _COMMON_FIELDS + specific, at.error)
+    known_keys(raw, _COMMON_FIELDS + specific, "", at.error)
     trigger: ChangeTrigger | OrderTrigger
     if kind == "segment_change":
         trigger = ChangeTrigger(
@@ -269,16 +263,14 @@ def _rule(
         )
         metrics = CHANGE_METRICS
     else:
-        first = raw.get("first_order", False)
-        if not isinstance(first, bool):
-            raise at.error("first_order", f"expected true or false, got {first!r}")
+        first = expect_bool(raw.get("first_order", False), "first_order", at.error)
         trigger = OrderTrigger(first, _choices(raw, "channel", CHANNELS, at))
         metrics = ORDER_METRICS
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise at.error("description", "expected a string")
     max_age = _duration(raw["max_age"], "max_age", at) if "max_age" in raw else None
-    return Rule(
+    return CampaignRule(
         id=rule_id,
         trigger=trigger,
         webhook=_webhook(defaults, raw.get("webhook", {}), env, at),
@@ -291,13 +283,21 @@ def _rule(
     )
 
 
-def _patterns(raw: Mapping[str, Any], name: str, at: _At) -> tuple[str, ...] | None:
+def _listed(raw: Mapping[str, Any], name: str, at: _At) -> list[Any] | None:
+    """A filter given as one value or a list of them; ``None`` when left out (match any)."""
     if name not in raw:
         return None
     value = raw[name]
     items = value if isinstance(value, list) else [value]
     if not items:
         raise at.error(name, "an empty list matches nothing; leave the field out to match any")
+    return items
+
+
+def _patterns(raw: Mapping[str, Any], name: str, at: _At) -> tuple[str, ...] | None:
+    items = _listed(raw, name, at)
+    if items is None:
+        return None
     out: list[str] = []
     for item in items:
         item = NO_SEGMENT if item is None else item  # YAML null: no segment
@@ -314,12 +314,9 @@ def _patterns(raw: Mapping[str, Any], name: str, at: _At) -> tuple[str, ...] | N
 def _choices(
     raw: Mapping[str, Any], name: str, allowed: Collection[str], at: _At
 ) -> frozenset[str] | None:
-    if name not in raw:
+    items = _listed(raw, name, at)
+    if items is None:
         return None
-    value = raw[name]
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise at.error(name, "an empty list matches nothing; leave the field out to match any")
     for item in items:
         if item not in allowed:
             raise at.error(name, f"must be among {', '.join(sorted(allowed))}; got {item!r}")
@@ -360,15 +357,8 @@ def _duration(value: Any, name: str, at: _At) -> float:
         raise at.error(name, str(exc).removeprefix(f"{name}: ")) from None
 
 
-def _int(value: Any, name: str, lo: int, hi: int, at: _At) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise at.error(name, f"expected an integer from {lo} to {hi}, got {value!r}")
-    return value
-
-
 def _data(value: Any, name: str, at: _At) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise at.error(name, f"expected a table, got {value!r}")
+    value = expect_table(value, name, at.error)
     try:
         orjson.dumps(value)
     except TypeError as exc:
@@ -377,9 +367,8 @@ def _data(value: Any, name: str, at: _At) -> dict[str, Any]:
 
 
 def _webhook(defaults: Mapping[str, Any], own: Any, env: Mapping[str, str], at: _At) -> Webhook:
-    if not isinstance(own, Mapping):
-        raise at.error("webhook", "expected a table")
-    _known(own, _WEBHOOK_FIELDS, lambda f, p: at.error(f"webhook.{f}", p))
+    own = expect_table(own, "webhook", at.error)
+    known_keys(own, _WEBHOOK_FIELDS, "webhook", at.error)
     if "secret" in own or "secret_env" in own:  # the rule's own secret replaces the default
         defaults = {k: v for k, v in defaults.items() if k not in ("secret", "secret_env")}
     merged = {**defaults, **own}
@@ -393,7 +382,7 @@ def _webhook(defaults: Mapping[str, Any], own: Any, env: Mapping[str, str], at: 
         url=str(url),
         secret=_secret(merged, env, at),
         timeout_s=_positive(merged.get("timeout", "10s"), "webhook.timeout", at),
-        retries=_int(merged.get("retries", 5), "webhook.retries", 0, 50, at),
+        retries=expect_int(merged.get("retries", 5), "webhook.retries", at.error, 0, 50),
         backoff_s=_duration(merged.get("backoff", "500ms"), "webhook.backoff", at),
         max_backoff_s=_duration(merged.get("max_backoff", "60s"), "webhook.max_backoff", at),
     )
@@ -434,9 +423,8 @@ def _variants(value: Any, on_orders: bool, at: _At) -> tuple[Variant, ...]:
     out: list[Variant] = []
     for n, raw in enumerate(value):
         name = f"variant[{n}]"
-        if not isinstance(raw, Mapping):
-            raise at.error(name, "expected a table")
-        _known(raw, _VARIANT_FIELDS, lambda f, p, name=name: at.error(f"{name}.{f}", p))
+        raw = expect_table(raw, name, at.error)
+        known_keys(raw, _VARIANT_FIELDS, name, at.error)
         label = raw.get("name")
         if not isinstance(label, str) or not _VARIANT.match(label):
             raise at.error(
@@ -450,7 +438,7 @@ def _variants(value: Any, on_orders: bool, at: _At) -> tuple[Variant, ...]:
         out.append(
             Variant(
                 name=label,
-                weight=_int(raw.get("weight", 1), f"{name}.weight", 1, 1_000_000, at),
+                weight=expect_int(raw.get("weight", 1), f"{name}.weight", at.error, 1, 1_000_000),
                 below=below,
                 data=_data(raw.get("data", {}), f"{name}.data", at),
             )

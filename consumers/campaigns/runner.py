@@ -33,9 +33,9 @@ from consumers.campaigns.matching import (
 from consumers.campaigns.rules import RuleSet, check_segments, load_rules
 from stream.config import Settings
 from stream.core.events import Rejected, parse_erasure, parse_order
-from stream.core.scheme import SchemeError, load_scheme
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
 from stream.kafka.topics import Topics
+from stream.schemes import SchemeError, load_scheme
 from stream.store.redis_store import connect
 
 log = logging.getLogger("rfm.campaigns")

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from decimal import Decimal
 
-from consumers.campaigns.rules import Rule, Variant
+from consumers.campaigns.rules import CampaignRule, Variant
 
 
 def hash_point(rule_id: str, customer_id: str) -> int:
@@ -42,7 +42,7 @@ def by_amount(variants: Sequence[Variant], amount: Decimal) -> Variant:
     raise AssertionError("unreachable: the last variant has no bound")
 
 
-def choose(rule: Rule, customer_id: str, amount: Decimal | None) -> Variant | None:
+def choose(rule: CampaignRule, customer_id: str, amount: Decimal | None) -> Variant | None:
     """The variant for this firing, or ``None`` for a rule without variants."""
     split = rule.split
     if split == "hash":

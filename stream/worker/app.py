@@ -20,10 +20,10 @@ import faust
 
 from stream import native
 from stream.config import Settings
-from stream.core.scheme import load_scheme
 from stream.core.step import Record
 from stream.kafka import KafkaPublisher
 from stream.kafka.topics import Topics
+from stream.schemes import load_scheme
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock

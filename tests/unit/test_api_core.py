@@ -12,7 +12,7 @@ from consumers.api.guard import bearer_matches, host_name, is_loopback
 from consumers.api.live import sse_event
 from consumers.api.matrices import HOUR_MS, RangeError, grid_doc, hour_range, transitions_doc
 from consumers.api.report import average_minor, report_doc
-from stream.core.scheme import load_scheme
+from stream.schemes import load_scheme
 
 
 @given(st.integers(0, 10**15), st.integers(1, 10**7))

@@ -33,8 +33,8 @@ from consumers.campaigns.matching import (
     segment_matches,
 )
 from consumers.campaigns.rules import (
+    CampaignRule,
     Condition,
-    Rule,
     RuleError,
     RuleSet,
     Variant,
@@ -47,7 +47,7 @@ from consumers.campaigns.signing import sign, verify
 from consumers.campaigns.variants import by_amount, by_hash, choose, hash_point
 from stream.config import StoreSettings
 from stream.core.events import parse_order
-from stream.core.scheme import load_scheme
+from stream.schemes import load_scheme
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "consumers" / "campaigns" / "example.toml"
 HOOK = {"url": "http://127.0.0.1:9/hook", "secret": "k"}
@@ -66,7 +66,7 @@ def order_rule(**fields: Any) -> dict[str, Any]:
     return {"id": "coupon", "trigger": "order", **fields}
 
 
-def one(*rules: dict[str, Any], env: dict[str, str] | None = None) -> Rule:
+def one(*rules: dict[str, Any], env: dict[str, str] | None = None) -> CampaignRule:
     return parse_rules(doc(*rules), env or {}).rules[0]
 
 
@@ -463,7 +463,7 @@ def _deliver(answers: list[int | Exception], retries: int = 3) -> tuple[Any, lis
         return httpx.Response(answer)
 
     hook = Webhook("http://hooks.test/x", b"k", retries=retries, backoff_s=0, max_backoff_s=0)
-    rule = Rule("r", one(change_rule()).trigger, hook)
+    rule = CampaignRule("r", one(change_rule()).trigger, hook)
     action = build(Trigger(rule, "c", "c:1", {"customer_id": "c"}), None)
 
     async def run() -> Any:

@@ -22,8 +22,8 @@ from stream.core.customer import (
 )
 from stream.core.events import InteractionEvent, OrderEvent, Rejected
 from stream.core.rescore import ScoringContext, rescore
-from stream.core.scheme import load_scheme
 from stream.core.scoring import DAY_MS, Thresholds
+from stream.schemes import load_scheme
 
 FAST = settings(max_examples=150, deadline=None)
 NOW = 1_795_140_900_000

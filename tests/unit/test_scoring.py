@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from stream.config import settings_from
 from stream.core.customer import Metrics
 from stream.core.rescore import ScoringContext, fixed_thresholds, scores_for
-from stream.core.scheme import load_scheme
 from stream.core.scoring import (
     DAY_MS,
     Scores,
@@ -25,6 +24,7 @@ from stream.core.scoring import (
     score_above,
     score_recency_days,
 )
+from stream.schemes import load_scheme
 
 FAST = settings(max_examples=200, deadline=None)
 NOW = 1_795_140_900_000

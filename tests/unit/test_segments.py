@@ -12,23 +12,15 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from stream.core.scheme import (
-    PRESETS,
-    Profile,
-    Rule,
-    Scheme,
-    SchemeError,
-    fm_score,
-    load_scheme,
-    parse_scheme,
-)
+from stream.core.scheme import Profile, Scheme, SegmentRule, fm_score
+from stream.schemes import PRESETS, SchemeError, load_scheme, parse_scheme
 
 FAST = settings(max_examples=200, deadline=None)
 SCORES = range(1, 6)
 ORDER_COUNTS = (0, 1, 2, 3, 5, 100, 1023, 1024, 1025, 10**6)
 
 
-def first_match(rules: tuple[Rule, ...], p: Profile) -> Rule:
+def first_match(rules: tuple[SegmentRule, ...], p: Profile) -> SegmentRule:
     matching = [r for r in rules if r.matches(p)]
     assert matching, f"no rule matches {p}"
     return matching[0]
@@ -453,8 +445,8 @@ def _order_counts(conditions: list[dict[str, Any]]) -> set[int]:
     return counts
 
 
-def _alone(raw_rule: dict[str, Any], buckets: int) -> Rule | None:
-    """The rule as a Rule object, or None if it cannot hold for anyone even on its own."""
+def _alone(raw_rule: dict[str, Any], buckets: int) -> SegmentRule | None:
+    """The rule as a SegmentRule, or None if it cannot hold for anyone even on its own."""
     try:
         doc = scheme_doc(raw_rule, rule("zz_rest"), buckets=buckets)
         return parse_scheme(doc, buckets).rules[0]

@@ -21,9 +21,9 @@ from stream.config import settings_from
 from stream.core.customer import Customer, apply_interaction, apply_order
 from stream.core.events import InteractionEvent, OrderEvent, Rejected
 from stream.core.rescore import ScoringContext
-from stream.core.scheme import load_scheme
 from stream.core.scoring import DAY_MS, Thresholds
 from stream.core.step import commit_for, rescored_standing
+from stream.schemes import load_scheme
 from stream.store.codec import customer_from_fields, encode_customer, index_text
 from stream.store.commits import (
     STANDING_FIELDS,
