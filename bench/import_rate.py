@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import BenchError
-from bench.child import Child
+from stream.process import Child
 
 _REPORT = re.compile(rb"published (\d+) events to \S+ in [\d.]+s \(([\d,]+)/s\)")
 

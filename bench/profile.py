@@ -8,13 +8,15 @@ loop are not sampled), so the hot spots can be named in numbers.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from stream.process import Child
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Profiler:
         self.pid = pid
         self.out = out
         self.rate = rate
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
 
     def start(self) -> bool:
         exe = py_spy()
@@ -44,24 +46,13 @@ class Profiler:
             return False
         argv = [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate)]
         argv += ["--nonblocking", "--format", "raw", "--output", str(self.out)]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
+        self.child = Child("py-spy", argv, None, Path(os.devnull)).start()
         return True
 
     def stop(self) -> Path | None:
-        if self.proc is None:
+        if self.child is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.child.stop(signal.SIGINT)  # py-spy writes its output on Ctrl-C
         return self.out if self.out.exists() else None
 
 

@@ -36,7 +36,6 @@ from bench import (
     scale_out,
     throughput,
 )
-from bench.child import Child, Children
 from bench.latency import CALM_SHARE
 from bench.namespace import Run
 from bench.profile import HotSpot, Profiler, hot_spots
@@ -46,6 +45,7 @@ from bench.workload import SEED, orders
 from stream.config import Settings
 from stream.core.scoring import Thresholds
 from stream.kafka import ensure_topics
+from stream.process import Child, Children
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.keys import Keys

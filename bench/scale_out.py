@@ -13,9 +13,9 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import BenchError
-from bench.child import Children
 from stream.config import Settings
 from stream.kafka import client_options
+from stream.process import Children
 
 POLL_S = 0.2
 

@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from bench import BenchError
-from bench.child import Child, Children
 from stream.config import Settings
 from stream.kafka import KafkaPublisher
 from stream.kafka.topics import Topics
+from stream.process import Child, Children
 from stream.store.keys import Keys
 from stream.store.redis_store import connect
 

@@ -13,7 +13,6 @@ import asyncio
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from stream.core.changes import iso_ms
 from stream.core.scoring import DAY_MS
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import Child, stop_all
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
@@ -188,11 +188,9 @@ def _free_port(preferred: int) -> int:
             return int(probe.getsockname()[1])
 
 
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", *args], env=env, stdout=log, stderr=log
-        )
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Child:
+    argv = [sys.executable, "-m", "stream.cli", *args]
+    return Child(f"rfm {args[0]}", argv, env, log_path).start()
 
 
 def run_demo(settings: Settings, customers: int, rate: float, duration: float) -> None:
@@ -231,12 +229,6 @@ def run_demo(settings: Settings, customers: int, rate: float, duration: float) -
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
         receiver.shutdown()
         print("\ndemo stopped; the stack keeps running (`rfm stack down` stops it)")

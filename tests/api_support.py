@@ -20,16 +20,15 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.child import Child
 from stream.config import Settings
 from stream.core.step import Record
+from stream.process import Child
 from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refit import refit
 from stream.shell.refresh import refresh
 from stream.store.keys import Keys
 from stream.store.redis_store import RedisStore, connect
-from tests.support import wait_for
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -156,16 +155,13 @@ class ApiServer(Child):
         self.start()
 
         def answers() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"rfm api exited with {self.proc.returncode}\n{self.tail()}")
             try:
                 httpx.get(f"{self.url}/healthz", timeout=2)
             except httpx.TransportError:
                 return False
             return True
 
-        wait_for(answers, timeout=30, what="rfm api to answer /healthz", diagnose=self.tail)
+        self.wait_ready(answers, timeout=30, what="answer on /healthz")
         return self
 
     def __exit__(self, *_: object) -> None:

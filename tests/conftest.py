@@ -23,6 +23,7 @@ import redis
 
 from stream.config import Settings, settings_from
 from stream.kafka import delete_topics
+from stream.process import stop_all
 from tests.support import WorkerProcess
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -173,5 +174,4 @@ def start_worker(isolated: Isolated) -> Iterator[Callable[..., WorkerProcess]]:
         return proc
 
     yield start
-    for proc in workers:
-        proc.stop()
+    stop_all(workers)

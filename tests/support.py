@@ -23,10 +23,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.child import Child
 from stream.config import Settings
 from stream.kafka import KafkaPublisher, client_options
 from stream.kafka.topics import Topics
+from stream.process import Child, wait_until
 from stream.schemes import load_scheme
 from stream.store.keys import Keys
 from tests.oracle import recompute
@@ -43,15 +43,11 @@ def wait_for(
     diagnose: Callable[[], str] | None = None,
 ) -> T:
     """Poll ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
+    value = wait_until(probe, deadline=time.monotonic() + timeout, interval=interval)
+    if not value:
+        extra = f"\n{diagnose()}" if diagnose else ""
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+    return value
 
 
 def produce(settings: Settings, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None:

@@ -32,10 +32,10 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.child import Child
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import Child
 from stream.schemes import load_scheme
 from tests.api_support import ApiServer
 from tests.conftest import Isolated

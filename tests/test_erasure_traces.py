@@ -30,12 +30,12 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.child import Child
 from consumers.campaigns.actions import Action, idempotency_key
 from consumers.campaigns.ledger import CampaignKeys, Ledger
 from stream.config import Settings
 from stream.kafka import client_options, ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import Child
 from stream.shell.processor import wall_ms
 from stream.store.keys import Keys
 from stream.store.redis_store import connect

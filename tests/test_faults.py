@@ -18,6 +18,7 @@ import redis
 
 from stream import stack
 from stream.kafka.topics import Topics
+from stream.process import alive
 from tests.conftest import Infra, Isolated
 from tests.ports import free_ports
 from tests.support import (
@@ -69,14 +70,7 @@ def private_stack(tmp_path: Path) -> Iterator[PrivateStack]:
 
 def kill_and_wait(pid: int, sig: int = signal.SIGTERM) -> None:
     os.kill(pid, sig)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60, what="exit")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True
+    wait_for(lambda: not alive(pid), timeout=60, what="exit")
 
 
 def test_broker_restart_redis_restart_and_redis_stall_mid_stream(

@@ -8,9 +8,9 @@ ranks of the whole population; the final state must equal the batch oracle.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +28,7 @@ from stream.config import settings_from
 from stream.core.scoring import quantile_edges
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import Child, stop_all
 from stream.store.keys import DIMS, Keys
 from stream.store.redis_store import open_store
 from tests.conftest import Isolated
@@ -78,6 +79,17 @@ def _cluster_port(taken: set[int]) -> int:
             return port
 
 
+def _pongs(port: int) -> bool:
+    done = subprocess.run(
+        ["redis-cli", "-p", str(port), "ping"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return done.stdout.strip() == "PONG"
+
+
 def _cluster_ok(ports: tuple[int, ...]) -> bool:
     for port in ports:
         done = subprocess.run(
@@ -98,41 +110,24 @@ def redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
         pytest.fail("redis-server and redis-cli are needed (scripts/bootstrap installs them)")
     taken: set[int] = set()
     ports = tuple(_cluster_port(taken) for _ in range(3))
-    procs = []
+    nodes: list[Child] = []
     try:
         for port in ports:
             home = tmp_path / f"node-{port}"
             home.mkdir()
-            log = (home / "redis.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [
-                        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                        "--save", "", "--appendonly", "no", "--dir", str(home),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            node = Child(
+                f"cluster node on port {port}",
+                [
+                    "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--save", "", "--appendonly", "no", "--dir", str(home),
+                ],
+                None,
+                home / "redis.log",
             )  # fmt: skip
-            log.close()
-        for port in ports:
-            wait_for(
-                lambda port=port: (
-                    subprocess.run(
-                        ["redis-cli", "-p", str(port), "ping"],
-                        capture_output=True,
-                        text=True,
-                        timeout=10,
-                        check=False,
-                    ).stdout.strip()
-                    == "PONG"
-                ),
-                timeout=30,
-                what=f"cluster node on port {port}",
-                diagnose=lambda port=port: (tmp_path / f"node-{port}" / "redis.log").read_text(),
-            )
+            nodes.append(node.start())
+        for port, node in zip(ports, nodes, strict=True):
+            node.wait_ready(functools.partial(_pongs, port), timeout=30, what="PONG")
         subprocess.run(
             [
                 "redis-cli", "--cluster", "create",
@@ -146,10 +141,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
         wait_for(lambda: _cluster_ok(ports), timeout=60, what="cluster_state:ok on every node")
         yield Cluster(ports)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=30)
+        stop_all(nodes)
 
 
 def test_quantile_edges_across_shards_equal_the_ranks_of_the_whole_population(

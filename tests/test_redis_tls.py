@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import redis
 
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import Child
 from tests.api_support import free_port
 from tests.conftest import Isolated
 from tests.support import WorkerProcess, produce, read_topic, wait_for
@@ -61,28 +61,25 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
         timeout=60,
     )  # fmt: skip
     port = free_port()
-    log = (tmp_path / "redis.log").open("wb")
-    proc = subprocess.Popen(
+    server = TlsRedis(port, cert)
+    admin = server.admin()
+    proc = Child(
+        "TLS redis-server",
         [
             "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
             "--tls-cert-file", str(cert), "--tls-key-file", str(key),
             "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
             "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
-    server = TlsRedis(port, cert)
-    admin = server.admin()
+        None,
+        tmp_path / "redis.log",
+    ).start()  # fmt: skip
     try:
-        wait_for(lambda: _pings(admin), timeout=30, what="the TLS redis-server")
+        proc.wait_ready(lambda: _pings(admin), timeout=30, what="PONG over TLS")
         yield server
     finally:
         admin.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
+        proc.stop()
 
 
 def _pings(client: redis.Redis) -> bool:

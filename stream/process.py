@@ -1,0 +1,242 @@
+"""Child processes: started in a session of their own, waited on with a probe and a deadline,
+stopped by process group (SIGTERM, then SIGKILL), never by name.
+
+A session of its own puts the child and everything it starts in one process group, so a
+stop reaches exactly that and nothing else, and terminal hang-ups or Ctrl-C meant for the
+parent leave it alone. Output goes to a log file whose tail explains a failure.
+Used by `rfm stack` (whose daemons outlive the process that started them, so stopping works
+from a bare pid too), `rfm demo`, the benchmarks and the tests; nothing here imports Faust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Self, TypeVar
+
+__all__ = [
+    "Child",
+    "Children",
+    "ProcessExited",
+    "alive",
+    "run_logged",
+    "signal_group",
+    "stop_all",
+    "stop_groups",
+    "wait_until",
+]
+
+POLL = 0.1  # seconds between two looks at a process or a probe
+STOP_GRACE = 30.0  # from SIGTERM to SIGKILL, unless the caller says otherwise
+KILL_GRACE = 10.0  # from SIGKILL to giving up on the process
+
+T = TypeVar("T")
+
+
+class ProcessExited(RuntimeError):
+    """The child ended while it was awaited to become ready; the message holds its log tail."""
+
+
+def alive(pid: int) -> bool:
+    """Running, by /proc: a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2 :][:1]  # the field after "(comm)"; comm may hold spaces
+    return state not in (b"Z", b"X", b"")
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    deadline: float,
+    check: Callable[[], None] | None = None,
+    interval: float = POLL,
+) -> T | None:
+    """Call ``probe`` until it returns something truthy and return that, or None once
+    ``time.monotonic()`` reaches ``deadline``. ``check`` runs after every miss and may raise
+    (say, because the process that should answer has exited)."""
+    while True:
+        value = probe()
+        if value:
+            return value
+        if check is not None:
+            check()
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads (its own session made pgid == pid)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _wait_gone(pids: list[int], deadline: float) -> list[int]:
+    while True:
+        pids = [pid for pid in pids if alive(pid)]
+        if not pids or time.monotonic() >= deadline:
+            return pids
+        time.sleep(POLL)
+
+
+def stop_groups(
+    pids: Sequence[int],
+    *,
+    sig: int = signal.SIGTERM,
+    grace: float = STOP_GRACE,
+    kill_grace: float = KILL_GRACE,
+    on_kill: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Stop the groups these session leaders lead, all at once: ``sig``, then SIGKILL to any
+    still running after ``grace`` (``on_kill(pid)`` says so first). Returns the pids that
+    survived even SIGKILL for ``kill_grace``.
+
+    Once a leader is gone, its group gets SIGKILL too: stragglers it left behind.
+    """
+    for pid in pids:
+        signal_group(pid, sig)
+    stubborn = _wait_gone(list(pids), time.monotonic() + grace)
+    for pid in stubborn:
+        if on_kill is not None:
+            on_kill(pid)
+        signal_group(pid, signal.SIGKILL)
+    survivors = _wait_gone(stubborn, time.monotonic() + kill_grace)
+    for pid in pids:
+        signal_group(pid, signal.SIGKILL)
+    return survivors
+
+
+def run_logged(
+    argv: Sequence[str], log: Path, *, cwd: Path | None = None, deadline: float
+) -> int | None:
+    """Run a one-shot tool, its output appended to ``log``; its exit code, None if it was
+    still running at ``deadline`` (it is killed then)."""
+    try:
+        with open(log, "ab") as out:
+            return subprocess.run(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                timeout=max(1.0, deadline - time.monotonic()),
+                check=False,
+            ).returncode
+    except subprocess.TimeoutExpired:
+        return None
+
+
+class Child:
+    """One child process with its output (stdout and stderr) appended to ``log``
+    (``os.devnull`` discards it); ``env`` None inherits ours."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        log: Path,
+        *,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
+        self.log = log
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once it has exited (reaping it), else None."""
+        return None if self.proc is None else self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.wait(timeout)
+
+    def wait_ready(
+        self, probe: Callable[[], object], *, timeout: float, what: str, interval: float = POLL
+    ) -> None:
+        """Poll ``probe`` until it answers truthy; raise ProcessExited if the child ends
+        first, TimeoutError at the deadline (both with the log tail)."""
+
+        def running() -> None:
+            if not self.alive:
+                raise ProcessExited(f"{self.name} exited with {self.returncode}\n{self.tail()}")
+
+        deadline = time.monotonic() + timeout
+        if not wait_until(probe, deadline=deadline, check=running, interval=interval):
+            raise TimeoutError(f"{self.name}: no {what} within {timeout:.0f}s\n{self.tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_GRACE) -> int | None:
+        """Send ``sig`` to its process group, SIGKILL it if it has not exited after
+        ``timeout``; returns its exit code (None if it never started)."""
+        stop_all([self], sig=sig, timeout=timeout)
+        return self.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return f"(no {self.name} log at {self.log})"
+        return f"{self.name} log tail ({self.log}):\n" + "\n".join(text[-lines:])
+
+
+def stop_all(
+    children: Iterable[Child], *, sig: int = signal.SIGTERM, timeout: float = STOP_GRACE
+) -> None:
+    """Stop these children at once (see ``stop_groups``) and reap them; a child that already
+    exited is only reaped, never signalled (its pid may be someone else's by now)."""
+    running = [child for child in children if child.alive]
+    survivors = stop_groups([child.pid for child in running], sig=sig, grace=timeout)
+    for child in running:
+        if child.pid in survivors:
+            raise RuntimeError(f"{child.name} (pid {child.pid}) survived SIGKILL")
+        child.wait(KILL_GRACE)
+
+
+class Children:
+    """Several children watched as one (workers of one consumer group): alive only while
+    every one is, and a tail of each."""
+
+    def __init__(self, children: Sequence[Child]) -> None:
+        self.children = list(children)
+        self.name = f"{len(self.children)} x {self.children[0].name}" if children else "nobody"
+
+    @property
+    def alive(self) -> bool:
+        return all(c.alive for c in self.children)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(c.tail(lines) for c in self.children)
