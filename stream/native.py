@@ -33,7 +33,7 @@ log = logging.getLogger("rfm.native")
 
 # The compiled set: the pure core, everything a customer's step runs between its load and its
 # commit. Not the async shell (processor, store adapter): compiled coroutines gained nothing
-# measurable there, and redis_store's async generators do not compile.
+# measurable there, and the store's async generators do not compile.
 MODULES = (
     "stream.core.changes",
     "stream.core.customer",

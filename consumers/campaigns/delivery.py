@@ -39,7 +39,7 @@ class Failed:
     reason: str  # one line, for the dead-letter record
 
 
-Outcome = Delivered | Failed
+DeliveryResult = Delivered | Failed
 
 
 class _Transient(Exception):
@@ -75,7 +75,7 @@ def _log_retry(state: RetryCallState) -> None:
     log.info("webhook attempt %d failed (%s); retrying", state.attempt_number, exc)
 
 
-async def deliver(client: httpx.AsyncClient, action: Action, hook: Webhook) -> Outcome:
+async def deliver(client: httpx.AsyncClient, action: Action, hook: Webhook) -> DeliveryResult:
     """Every attempt sends the same bytes and headers; the outcome says how many were made."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(hook.retries + 1),

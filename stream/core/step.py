@@ -78,7 +78,7 @@ class DeadLetter:
 
 
 @dataclass(init=False)
-class Outcome:
+class StepResult:
     """What one customer's events did in one attempt; counted only once committed."""
 
     commit: Commit | None
@@ -184,10 +184,10 @@ def fold(
     items: list[tuple[Record, Event]],
     ctx: ScoringContext,
     batch_clock: int,
-) -> Outcome:
+) -> StepResult:
     """Apply a customer's events of one batch in order; a duplicate or a rejected event
     changes nothing and the rest still apply."""
-    out = Outcome()
+    out = StepResult()
     c = loaded.customer
     settings = ctx.settings
     window = settings.window_ms
@@ -225,11 +225,11 @@ def fold(
     return out
 
 
-def rescored(ctx: ScoringContext, cause: str, loaded: Loaded) -> Outcome:
+def rescored(ctx: ScoringContext, cause: str, loaded: Loaded) -> StepResult:
     """A stored customer re-scored as is; one that no longer exists needs nothing."""
     if not loaded.customer.exists:
-        return Outcome()
-    return Outcome(commit=commit_for(loaded, ctx, cause))
+        return StepResult()
+    return StepResult(commit=commit_for(loaded, ctx, cause))
 
 
 def standing_suffices(ctx: ScoringContext) -> bool:
@@ -239,7 +239,7 @@ def standing_suffices(ctx: ScoringContext) -> bool:
     return ctx.settings.scoring.mode == "quantile" and not ctx.churn_on
 
 
-def rescored_standing(ctx: ScoringContext, cause: str, standing: Standing) -> Outcome | None:
+def rescored_standing(ctx: ScoringContext, cause: str, standing: Standing) -> StepResult | None:
     """A stored customer re-scored from its standing: the same scores, segment and change
     as ``rescored`` gives from its full state, without reading or rewriting its orders or
     index entries. ``None`` when the standing cannot tell (the clock has reached its due
@@ -248,13 +248,13 @@ def rescored_standing(ctx: ScoringContext, cause: str, standing: Standing) -> Ou
         return None
     c = standing.customer
     if not c.exists:
-        return Outcome()
+        return StepResult()
     segment_before, scores_before, flagged = c.segment, c.scores, c.churn_risk
     change = rescore(c, ctx, cause, standing.metrics)
     c.churn_risk = False  # as ``assess_churn`` leaves it with churn events off
     if change is None and c.scores == scores_before and not flagged:
-        return Outcome()  # nothing it stores depends on the thresholds that moved
-    return Outcome(
+        return StepResult()  # nothing it stores depends on the thresholds that moved
+    return StepResult(
         commit=Commit(
             customer=c,
             before=standing.before,

@@ -14,15 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from stream.clv.prediction import Model
 from stream.config import Settings
 from stream.core.events import (
     ErasureEvent,
     Event,
-    InteractionEvent,
-    OrderEvent,
     Rejected,
     parse_erasure,
     parse_interaction,
@@ -33,16 +31,16 @@ from stream.core.scheme import Scheme
 from stream.core.scoring import Thresholds
 from stream.core.step import (
     DeadLetter,
-    Outcome,
     Record,
+    StepResult,
     fold,
     rescored,
     rescored_standing,
     standing_suffices,
 )
 from stream.kafka.topics import Topics
+from stream.shell.ports import Publisher, Store
 from stream.store.commits import Commit, CommitResult, Loaded, Standing
-from stream.store.redis_store import RedisStore
 
 log = logging.getLogger("rfm.processor")
 MAX_ATTEMPTS = 20
@@ -56,25 +54,19 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _rescore_one(ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> Outcome:
+def _rescore_one(ctx: ScoringContext, cause: str, _cid: str, loaded: Loaded) -> StepResult:
     return rescored(ctx, cause, loaded)
 
 
 def _rescore_standing(
     ctx: ScoringContext, cause: str, stale: set[str], cid: str, standing: Standing | None
-) -> Outcome:
+) -> StepResult:
     """From the standing when it suffices; else ``cid`` joins ``stale`` for a full re-score."""
     out = None if standing is None else rescored_standing(ctx, cause, standing)
     if out is None:
         stale.add(cid)
-        return Outcome()
+        return StepResult()
     return out
-
-
-class Publisher(Protocol):
-    """Sends records and returns once the broker has acknowledged every one of them."""
-
-    async def publish(self, messages: Sequence[tuple[str, bytes | None, bytes]]) -> None: ...
 
 
 @dataclass
@@ -90,9 +82,6 @@ class BatchStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-CAUSE_OF = {OrderEvent: "order", InteractionEvent: "interaction", ErasureEvent: "erasure"}
-
-
 def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, bytes]]:
     cid = commit.customer.customer_id
     oid = result.outbox_id or b""
@@ -100,7 +89,7 @@ def _published(commit: Commit, result: CommitResult) -> list[tuple[str, bytes, b
 
 
 def _settle(
-    attempted: list[tuple[str, Outcome, CommitResult | None]],
+    attempted: list[tuple[str, StepResult, CommitResult | None]],
     changes: list[tuple[str, bytes, bytes]],
 ) -> tuple[set[str], bool]:
     """Collect what committed into ``changes``; returns who must be retried, and whether
@@ -125,7 +114,7 @@ def _event_ids(pending: dict[str, list[tuple[Record, Event]]], cid: str) -> list
 
 class Processor:
     def __init__(
-        self, settings: Settings, store: RedisStore, scheme: Scheme, publisher: Publisher
+        self, settings: Settings, store: Store, scheme: Scheme, publisher: Publisher
     ) -> None:
         self.settings = settings
         self.store = store
@@ -252,8 +241,8 @@ class Processor:
         self,
         ids: list[str],
         read: Callable[[list[str]], Coroutine[Any, Any, dict[str, State]]],
-        fold: Callable[[str, State], Outcome],
-    ) -> list[tuple[str, Outcome, CommitResult | None]]:
+        fold: Callable[[str, State], StepResult],
+    ) -> list[tuple[str, StepResult, CommitResult | None]]:
         """Read, fold and commit each customer once, in chunks of disjoint customers run as
         a pipeline: Redis reads the next chunk and commits the previous one while this
         process folds the current one, so the two work side by side instead of waiting on
@@ -267,7 +256,7 @@ class Processor:
             return asyncio.ensure_future(read(chunk))
 
         tasks: list[asyncio.Task[Any]] = []
-        folded: list[tuple[list[tuple[str, Outcome]], asyncio.Task[list[CommitResult]]]] = []
+        folded: list[tuple[list[tuple[str, StepResult]], asyncio.Task[list[CommitResult]]]] = []
         try:
             loading = load(chunks[0])
             tasks.append(loading)
@@ -282,7 +271,7 @@ class Processor:
                 committing = asyncio.ensure_future(self.store.commit(commits))
                 tasks.append(committing)
                 folded.append((outcomes, committing))
-            out: list[tuple[str, Outcome, CommitResult | None]] = []
+            out: list[tuple[str, StepResult, CommitResult | None]] = []
             for outcomes, committing in folded:
                 results = iter(await committing)
                 for cid, o in outcomes:
@@ -300,7 +289,7 @@ class Processor:
         batch_clock: int,
         cid: str,
         loaded: Loaded,
-    ) -> Outcome:
+    ) -> StepResult:
         return fold(loaded, pending[cid], ctx, batch_clock)
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------

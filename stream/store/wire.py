@@ -1,11 +1,12 @@
-"""Commands packed into the Redis protocol in C.
+"""Commands packed into the Redis protocol in C, arguments as they are.
 
-redis-py's asyncio connection packs every command argument by argument in Python (its
-synchronous client already uses hiredis for this). Every load and commit script call
-carries two or three keys per customer, and packing showed as 5 to 15% of the processor
-in cProfile; hiredis packs the same bytes about ten times faster (140 to 14 us for a
-59-argument call). Anything hiredis does not take (bool, None, bytearray, a multi-word
-command name) goes through redis-py's own packer, unchanged.
+redis-py's asyncio connection (8.2) packs with hiredis too, but first encodes every argument
+in Python, one call apiece. A load or commit script call carries thousands of arguments
+(keys and a flat record per customer), so that encoding costs nearly what pure-Python packing
+did: 1.9 ms to pack a 4,000-argument EVALSHA, against 0.36 ms when hiredis is handed the
+arguments directly, and the in-process processor spent ~93 instead of ~72 us of CPU per
+event. Anything hiredis does not take (bool, None, bytearray, a multi-word command name)
+goes through redis-py's own packer, unchanged.
 """
 
 from __future__ import annotations

@@ -1,0 +1,47 @@
+"""A client for the deployment's Redis, and what every part of the store reads through it.
+
+The store is one class made of one part per concept (customers, indexes, publication,
+aggregates, outbox, layouts); each part is written against ``StorePart``: the client, the
+key layout and the registered scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from stream.store.keys import Keys
+from stream.store.scripts import Scripts
+from stream.store.wire import pack_with_hiredis
+
+
+def connect(url: str, *, cluster: bool = False, **options: Any) -> Any:
+    """A client for one server, or for a Redis Cluster (any node's URL; slots are discovered)."""
+    if cluster:
+        return RedisCluster.from_url(url, decode_responses=False, **options)
+    return pack_with_hiredis(
+        aioredis.Redis.from_url(
+            url, decode_responses=False, **{"health_check_interval": 30, **options}
+        )
+    )
+
+
+class StorePart:
+    """What each part of the store shares. Sharded layouts (``Keys.shards > 1``) run each
+    script once per shard touched and merge per-shard aggregates on read, so callers see
+    one store whatever the layout."""
+
+    # Typed Any: redis-py types replies as bytes | str for either decode mode; ours is bytes only.
+    redis: Any
+    keys: Keys
+    scripts: Scripts
+
+    def by_shard(self, ids: Iterable[str]) -> dict[int, list[str]]:
+        """``ids`` grouped by the shard that holds each, in their order."""
+        groups: dict[int, list[str]] = {}
+        for cid in ids:
+            groups.setdefault(self.keys.shard_of(cid), []).append(cid)
+        return groups
