@@ -20,10 +20,8 @@ from stream.config import Settings, load_settings
 from stream.core.step import Record
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.redis_store import open_store
 from stream.worker.tuning import tune_gc, use_uvloop
 
 # The worker's batch shape (stream.worker.app, not imported: that would import Faust), which
@@ -35,8 +33,7 @@ IDLE_WAIT_MS = 20
 
 async def consume(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
-    scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+    store = open_store(settings)
     consumer = AIOKafkaConsumer(
         *Topics(settings.topic_prefix).inputs,
         **client_options(settings),
@@ -46,7 +43,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
         max_poll_records=BATCH_MAX,
     )
     async with KafkaPublisher(settings) as publisher:
-        processor = Processor(settings, store, scheme, publisher)
+        processor = build_processor(settings, publisher, store)
         await consumer.start()
         try:
             while not stop.is_set():

@@ -22,11 +22,11 @@ from stream.config import Settings
 from stream.core.scoring import moved_ranges
 from stream.core.step import Record
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor, wall_ms
+from stream.shell.processor import wall_ms
 from stream.shell.refresh import refresh
-from stream.store.keys import DIMS, Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.keys import DIMS
+from stream.store.redis_store import RedisStore, open_store
 from stream.worker.tuning import tune_gc
 
 NEWCOMERS = 20
@@ -84,11 +84,9 @@ async def measure(
     say: Callable[[str], None] = lambda _: None,
     newcomers: int = NEWCOMERS,
 ) -> RefreshCost:
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    store = open_store(settings)
     buckets = settings.scoring.buckets
-    processor = Processor(
-        settings, store, load_scheme(settings.scoring.scheme, buckets), Collector()
-    )
+    processor = build_processor(settings, Collector(), store)
     topic = Topics(settings.topic_prefix).orders
     cur, dec = settings.store.currency, settings.store.currency_decimals
     # The worker refreshes with its collector tuned (stream.worker.tuning); untuned, the collector

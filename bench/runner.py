@@ -48,8 +48,7 @@ from stream.kafka import ensure_topics
 from stream.process import Child, Children
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.store.redis_store import open_store
 
 WORKER = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"]
 BASELINE = [sys.executable, "-m", "bench.baseline"]
@@ -147,7 +146,7 @@ async def _consumer_run(
     """
     settings = run.settings(part)
     await ensure_topics(settings)
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    store = open_store(settings)
     try:
         await seed(store, thresholds)
     finally:
@@ -179,7 +178,7 @@ async def _consumer_run(
 
 
 async def _counts(settings: Settings) -> dict[str, int]:
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    store = open_store(settings)
     try:
         return await store.counts()
     finally:

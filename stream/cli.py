@@ -210,16 +210,15 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
 async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
     """Run ``job(processor)`` once the refresh lease is free (waiting up to ``timeout``)."""
     from stream.kafka import KafkaPublisher
-    from stream.schemes import load_scheme
-    from stream.shell.processor import Processor
     from stream.shell.refresh import LeaseBusy
+    from stream.shell.wiring import build_processor
     from stream.store.redis_store import open_store
 
     store = open_store(settings)
     await store.check_layout()
-    scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-    async with KafkaPublisher(settings) as publisher:
-        processor = Processor(settings, store, scheme, publisher)
+    publisher = KafkaPublisher(settings)
+    processor = build_processor(settings, publisher, store)  # a bad scheme fails here
+    async with publisher:
         deadline = time.monotonic() + timeout
         while True:
             try:

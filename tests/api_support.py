@@ -23,12 +23,9 @@ import orjson
 from stream.config import Settings
 from stream.core.step import Record
 from stream.process import Child
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor
 from stream.shell.refit import refit
 from stream.shell.refresh import refresh
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -101,9 +98,7 @@ def score_events(
     out = Collector()
 
     async def run() -> None:
-        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
-        scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-        processor = Processor(settings, store, scheme, out)
+        processor = build_processor(settings, out)
         try:
             for start in range(0, len(events), batch):
                 chunk = events[start : start + batch]
@@ -118,7 +113,7 @@ def score_events(
             if then_fit:
                 assert (await refit(processor)).model is not None
         finally:
-            await store.redis.aclose()
+            await processor.store.aclose()
 
     # A thread of its own: callers may already run an event loop (Playwright's sync API does).
     with ThreadPoolExecutor(1) as pool:

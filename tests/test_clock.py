@@ -15,9 +15,8 @@ from stream.config import settings_from
 from stream.core.step import Record
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor
 from stream.shell.refresh import sweep_clock
+from stream.shell.wiring import build_processor
 from stream.store.keys import Keys
 from stream.store.redis_store import open_store
 from tests.api_support import Collector
@@ -197,7 +196,7 @@ def test_clock_swept_is_false_while_due_work_remains_anywhere(
     async def scenario() -> None:
         store = open_store(settings)
         await store.check_layout()
-        processor = Processor(settings, store, load_scheme(settings.scoring.scheme, 5), Collector())
+        processor = build_processor(settings, Collector(), store)
         k = store.keys
 
         async def feed(*events: dict[str, Any]) -> None:

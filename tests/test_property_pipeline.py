@@ -32,10 +32,9 @@ from stream.exporter import export_rows
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
 from stream.schemes import PRESETS, load_scheme
-from stream.shell.processor import Processor
 from stream.shell.refresh import LeaseBusy, refresh
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.redis_store import open_store
 from tests.conftest import Infra, Isolated
 from tests.oracle import aggregates, recompute
 from tests.support import WorkerProcess, clock_swept, produce, read_topic, wait_for
@@ -288,11 +287,10 @@ def applied(client: redis.Redis, name: str) -> int:
 
 
 async def refresh_and_export(settings: Settings) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
-    scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
+    store = open_store(settings)
     try:
         async with KafkaPublisher(settings) as publisher:
-            processor = Processor(settings, store, scheme, publisher)
+            processor = build_processor(settings, publisher, store)
             for _ in range(600):  # the worker's own periodic refresh may hold the lease
                 try:
                     await refresh(processor)

@@ -29,11 +29,9 @@ import pytest
 
 from stream.core.step import Record
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor
 from stream.shell.refresh import RefreshReport, refresh
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.redis_store import RedisStore, open_store
 from tests.conftest import Isolated
 
 pytestmark = pytest.mark.integration
@@ -155,9 +153,9 @@ def test_refresh_rescores_only_customers_who_move(isolated: Isolated) -> None:
         history.append(e)
 
     async def run() -> None:
-        store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+        store = open_store(settings)
         out = Collector()
-        processor = Processor(settings, store, load_scheme(settings.scoring.scheme, BUCKETS), out)
+        processor = build_processor(settings, out, store)
         try:
             # -- 200,000 customers through the real code path -------------------------------
             started = time.perf_counter()

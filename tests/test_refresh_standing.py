@@ -25,11 +25,11 @@ import pytest
 from stream.config import Settings
 from stream.core.step import Record
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
 from stream.shell.processor import Processor
 from stream.shell.refresh import refresh
-from stream.store.keys import DIMS, Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.keys import DIMS
+from stream.store.redis_store import RedisStore, open_store
 from tests.conftest import Isolated
 from tests.support import index_entries
 
@@ -154,10 +154,9 @@ def published(collector: Collector) -> list[dict[str, Any]]:
 
 
 async def scenario(settings: Settings, processor_type: type[Processor]) -> tuple[Any, ...]:
-    store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+    store = open_store(settings)
     out = Collector()
-    scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-    processor = processor_type(settings, store, scheme, out)
+    processor = build_processor(settings, out, store, kind=processor_type)
     topics = Topics(settings.topic_prefix)
     topic_of = {"interaction": topics.interactions}
     log = event_log(random.Random(20261201))

@@ -19,8 +19,7 @@ from stream.config import Settings, settings_from
 from stream.core.scoring import Thresholds
 from stream.kafka import client_options, ensure_topics
 from stream.kafka.topics import Topics
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.store.redis_store import open_store
 from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,
@@ -184,7 +183,7 @@ def test_three_workers_one_killed_mid_stream_end_at_the_oracle(isolated: Isolate
 
 def test_a_stale_refresh_leader_cannot_overwrite_a_newer_result(isolated: Isolated) -> None:
     async def scenario() -> None:
-        store = RedisStore(connect(isolated.infra.redis_url), Keys(f"{isolated.name}:"))
+        store = open_store(isolated.settings())
         try:
             stale = await store.acquire_lease(ttl_ms=200)
             assert stale is not None

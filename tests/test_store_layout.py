@@ -19,11 +19,10 @@ import pytest
 from stream.config import Settings
 from stream.core.step import Record
 from stream.kafka.topics import Topics
-from stream.schemes import load_scheme
-from stream.shell.processor import Processor, wall_ms
+from stream.shell.processor import wall_ms
 from stream.shell.refresh import sweep_clock
-from stream.store.keys import Keys
-from stream.store.redis_store import RedisStore, connect
+from stream.shell.wiring import build_processor
+from stream.store.redis_store import open_store
 from tests.api_support import Collector
 from tests.conftest import Isolated
 from tests.support import wait_for
@@ -51,10 +50,9 @@ class Scorer:
     """A real processor over a real Redis, fed records directly (no broker needed here)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.store = RedisStore(connect(settings.redis_url), Keys(settings.key_prefix))
+        self.store = open_store(settings)
         self.out = Collector()
-        scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-        self.processor = Processor(settings, self.store, scheme, self.out)
+        self.processor = build_processor(settings, self.out, self.store)
         self.topic = Topics(settings.topic_prefix).orders
         self.offset = 0
 

@@ -27,6 +27,7 @@ from stream.schemes import load_scheme
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
+from stream.shell.wiring import build_processor
 from stream.store.redis_store import open_store
 from stream.worker.faust_patches import AgentEvents, App
 from stream.worker.tuning import tune_gc, use_uvloop
@@ -66,10 +67,9 @@ class Runtime:
             await publisher.stop()  # a failed start must not leak a producer per retry
             raise
         self._publisher = publisher
-        store = open_store(s)
-        scheme = load_scheme(s.scoring.scheme, s.scoring.buckets)
+        processor = build_processor(s, publisher)
         log.info("core: %s", "compiled (stream.native)" if native.active() else "plain Python")
-        return Processor(s, store, scheme, publisher)
+        return processor
 
     async def close(self) -> None:
         if self._publisher is not None:
