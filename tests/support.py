@@ -272,3 +272,30 @@ async def index_entries(store: Any, dim: str) -> list[tuple[bytes, float]]:
     for b in await r.zrange(k.index_directory(dim), 0, -1):
         out += await r.zrange(k.index_bucket(dim, b), 0, -1, withscores=True)
     return out
+
+
+def group_drained(settings: Settings, group_id: str, *topics: str) -> bool:
+    """Consumer group ``group_id`` has committed every record now in ``topics``."""
+
+    async def run() -> bool:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
+        await admin.start()
+        await consumer.start()
+        try:
+            parts = [
+                TopicPartition(d["topic"], p["partition"])
+                for d in await admin.describe_topics(list(topics))
+                for p in d.get("partitions", [])
+            ]
+            committed = await admin.list_consumer_group_offsets(group_id)
+            ends = await consumer.end_offsets(parts)
+            return all(
+                end == 0 or (tp in committed and committed[tp].offset >= end)
+                for tp, end in ends.items()
+            )
+        finally:
+            await admin.close()
+            await _stop(consumer)
+
+    return asyncio.run(asyncio.wait_for(run(), 30))

@@ -39,7 +39,7 @@ from stream.process import Child
 from stream.schemes import load_scheme
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
-from tests.support import clock_swept, produce, read_topic, wait_for
+from tests.support import clock_swept, group_drained, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -262,25 +262,7 @@ async def _parts(settings: Settings, *topics: str) -> list[TopicPartition]:
 def drained(settings: Settings) -> bool:
     """The campaigns group has committed every record now in its input topics."""
     topics = Topics(settings.topic_prefix)
-
-    async def run() -> bool:
-        parts = await _parts(settings, topics.changes, topics.orders, topics.erasure)
-        admin = AIOKafkaAdminClient(**client_options(settings))
-        consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
-        await admin.start()
-        await consumer.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(group(settings))
-            ends = await consumer.end_offsets(parts)
-            return all(
-                end == 0 or (tp in committed and committed[tp].offset >= end)
-                for tp, end in ends.items()
-            )
-        finally:
-            await admin.close()
-            await consumer.stop()
-
-    return asyncio.run(asyncio.wait_for(run(), 30))
+    return group_drained(settings, group(settings), topics.changes, topics.orders, topics.erasure)
 
 
 def rewind(settings: Settings, topic: str, errors: list[str]) -> bool:

@@ -27,13 +27,11 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.campaigns.actions import Action, idempotency_key
 from consumers.campaigns.ledger import CampaignKeys, Ledger
 from stream.config import Settings
-from stream.kafka import client_options, ensure_topics
+from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
 from stream.process import Child
 from stream.shell.processor import wall_ms
@@ -44,6 +42,7 @@ from tests.conftest import Isolated
 from tests.support import (
     WorkerProcess,
     events_applied,
+    group_drained,
     produce,
     read_topic,
     rfm,
@@ -271,33 +270,9 @@ class Campaigns(Child):
 def campaigns_drained(settings: Settings) -> bool:
     """The campaigns group has committed every record now in the topics it reads."""
     topics = Topics(settings.topic_prefix)
-
-    async def run() -> bool:
-        admin = AIOKafkaAdminClient(**client_options(settings))
-        consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
-        await admin.start()
-        await consumer.start()
-        try:
-            described = await admin.describe_topics(
-                [topics.changes, topics.orders, topics.interactions, topics.erasure]
-            )
-            parts = [
-                TopicPartition(d["topic"], p["partition"])
-                for d in described
-                if d["topic"] != topics.interactions  # not read by the campaign consumer
-                for p in d.get("partitions", [])
-            ]
-            committed = await admin.list_consumer_group_offsets(f"{settings.topic_prefix}campaigns")
-            ends = await consumer.end_offsets(parts)
-            return all(
-                end == 0 or (tp in committed and committed[tp].offset >= end)
-                for tp, end in ends.items()
-            )
-        finally:
-            await admin.close()
-            await consumer.stop()
-
-    return asyncio.run(asyncio.wait_for(run(), 30))
+    return group_drained(
+        settings, f"{settings.topic_prefix}campaigns", topics.changes, topics.orders, topics.erasure
+    )
 
 
 # -- the test ----------------------------------------------------------------------------------
