@@ -30,7 +30,8 @@ from consumers.campaigns.matching import (
     decode_change,
     order_triggers,
 )
-from consumers.campaigns.rules import RuleSet, check_segments, load_rules
+from consumers.campaigns.rule_file import check_segments, load_rules
+from consumers.campaigns.rules import RuleSet
 from stream.config import Settings
 from stream.core.events import Rejected, parse_erasure, parse_order
 from stream.kafka import KafkaPublisher, client_options, ensure_topics

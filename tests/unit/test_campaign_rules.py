@@ -32,6 +32,7 @@ from consumers.campaigns.matching import (
     order_triggers,
     segment_matches,
 )
+from consumers.campaigns.rule_file import check_segments, load_rules, parse_rules
 from consumers.campaigns.rules import (
     CampaignRule,
     Condition,
@@ -39,9 +40,6 @@ from consumers.campaigns.rules import (
     RuleSet,
     Variant,
     Webhook,
-    check_segments,
-    load_rules,
-    parse_rules,
 )
 from consumers.campaigns.signing import sign, verify
 from consumers.campaigns.variants import by_amount, by_hash, choose, hash_point
