@@ -1,0 +1,1 @@
+"""HTTP ingestion (`rfm collect`): storefront webhooks and Segment calls as input events."""
