@@ -347,6 +347,22 @@ def api(host: str, port: int) -> None:
         raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
 
 
+@main.command()
+@click.option("--host", default=None, help="Address to bind.  [default: collect.host, 127.0.0.1]")
+@click.option(
+    "--port", default=None, type=click.IntRange(1, 65535), help="[default: collect.port, 8090]"
+)
+def collect(host: str | None, port: int | None) -> None:
+    """Serve the HTTP front door: SPEC events, storefront webhooks, tracking calls -> Kafka."""
+    from stream.collect.app import serve
+
+    settings = _settings()
+    try:
+        serve(settings, host or settings.collect.host, port or settings.collect.port)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
 @main.command("bench")
 @click.option("--customers", type=click.IntRange(min=1), help="[default: 100000; quick 2000]")
 @click.option("--events", type=click.IntRange(min=1), help="Orders. [default: 200000; quick 4000]")

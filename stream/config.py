@@ -20,6 +20,9 @@ from stream.validation import choice, expect_int, expect_table, known_keys
 
 INTERACTION_KINDS = ("live_view", "comment", "message", "like", "share", "review", "click")
 DIMENSIONS = ("r", "f", "m", "i")
+COLLECT_PLATFORMS = ("shopify", "shopline", "woocommerce")
+# Segment e-commerce event names counted as interactions unless [collect.tracking] says otherwise
+TRACKED_EVENTS = {"Product Reviewed": "review", "Product Shared": "share"}
 
 
 # Every environment variable the project reads; any other RFM_* name is a typo and stops start-up.
@@ -40,6 +43,9 @@ ENV_SETTINGS = frozenset(
         "RFM_KAFKA_SASL_PASSWORD",
         "RFM_KAFKA_SSL_CAFILE",
         "RFM_API_TOKEN",
+        "RFM_COLLECT_TOKEN",  # rfm collect: bearer token of POST /v1/events (unset: route off)
+        "RFM_COLLECT_GUEST_KEY",  # rfm collect: key of the guest customers' e-mail hash
+        "RFM_COLLECT_WRITE_KEYS",  # rfm collect: tracking API write keys, comma-separated
         "RFM_CAMPAIGNS",  # rfm campaigns: path of the campaign rules file
         "RFM_STACK_DIR",  # rfm stack: where the local Kafka/Redis keep state
         "RFM_KAFKA_LIBS",  # rfm stack: a directory already holding the Kafka jars
@@ -89,6 +95,39 @@ class PredictionSettings:
 
 
 @dataclass(frozen=True)
+class ShopSettings:
+    """A storefront whose webhooks ``rfm collect`` accepts. ``name`` is part of the event id of
+    everything its webhooks map to: renaming a shop turns its redeliveries into new events."""
+
+    name: str
+    platform: str  # one of COLLECT_PLATFORMS
+    domain: str  # as ``shop_domain`` writes it; matched against the platform's shop header
+    secret_env: str  # the environment variable holding the webhook signing secret
+    secret: bytes = field(repr=False)  # its value (empty when unset: ``collect_secrets``)
+
+
+@dataclass(frozen=True)
+class CollectSettings:
+    """``rfm collect``, the HTTP front door (stream.collect). Secrets come from the environment;
+    only `rfm collect` needs them (``collect_secrets``), so other processes reading the same
+    file run without them."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    max_body_bytes: int = 1 << 20
+    max_events: int = 500  # items of one /v1/events or /v1/batch request
+    # Kafka must acknowledge a request's events within this, else 503: the platforms stop
+    # waiting after 5 s, and a late answer is a failed delivery they send again anyway
+    ack_timeout_s: float = 3.0
+    delivery_window_s: float = 3 * 86_400.0  # how long a webhook delivery id is remembered
+    token: str | None = field(default=None, repr=False)  # RFM_COLLECT_TOKEN
+    guest_key: bytes = field(default=b"", repr=False)  # RFM_COLLECT_GUEST_KEY
+    shops: tuple[ShopSettings, ...] = ()
+    write_keys: tuple[str, ...] = field(default=(), repr=False)  # RFM_COLLECT_WRITE_KEYS
+    tracked_events: Mapping[str, str] = field(default_factory=lambda: dict(TRACKED_EVENTS))
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -106,6 +145,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     prediction: PredictionSettings = field(default_factory=PredictionSettings)
+    collect: CollectSettings = field(default_factory=CollectSettings)
     interaction_weights: Mapping[str, int] = field(
         default_factory=lambda: dict.fromkeys(INTERACTION_KINDS, 1)
     )
@@ -116,7 +156,7 @@ class Settings:
         return self.scoring.window_days * 86_400_000
 
 
-SECTIONS = ("store", "scoring", "prediction", "interactions")
+SECTIONS = ("store", "scoring", "prediction", "interactions", "collect")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _MAX_DURATION_S = 10 * 366 * 86400.0
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -283,6 +323,138 @@ def _weights(raw: Any) -> dict[str, int]:
     return out
 
 
+def shop_domain(text: str) -> str:
+    """A shop as its platform's header names it, compared case-blind: ``my-shop.myshopify.com``;
+    WooCommerce sends the site URL (``https://shop.example/``), so scheme and slash go."""
+    text = text.strip().lower()
+    for scheme in ("https://", "http://"):
+        text = text.removeprefix(scheme)
+    return text.rstrip("/")
+
+
+COLLECT_KEYS = (
+    "host",
+    "port",
+    "max_body_bytes",
+    "max_events",
+    "ack_timeout",
+    "delivery_window",
+    "shops",
+    "tracking",
+)
+MIN_GUEST_KEY = 16
+_SHOP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _shops(raw: Any, env: Mapping[str, str]) -> tuple[ShopSettings, ...]:
+    shops: dict[tuple[str, str], ShopSettings] = {}
+    for name, value in expect_table(raw, "collect.shops", _fail).items():
+        where = f"collect.shops.{name}"
+        if not _SHOP_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: a shop name is 1-64 letters, digits, '_' or '-'")
+        t = _table(where, value, ("platform", "domain", "secret_env"))
+        for key in ("platform", "domain", "secret_env"):
+            if key not in t:
+                raise ConfigError(f"{where}.{key}: required")
+        platform = _choice(f"{where}.platform", t["platform"], COLLECT_PLATFORMS)
+        domain = t["domain"]
+        if not isinstance(domain, str) or not shop_domain(domain) or len(domain) > 255:
+            raise ConfigError(f"{where}.domain: expected the shop's domain, got {domain!r}")
+        variable = t["secret_env"]
+        if not isinstance(variable, str) or not _ENV_NAME.fullmatch(variable):
+            raise ConfigError(
+                f"{where}.secret_env: expected an environment variable name, got {variable!r}"
+            )
+        secret = env.get(variable, "").encode("utf-8")
+        shop = ShopSettings(name, platform, shop_domain(domain), variable, secret)
+        other = shops.setdefault((platform, shop.domain), shop)
+        if other is not shop:
+            raise ConfigError(f"{where}.domain: {shop.domain} is already shop {other.name}")
+    return tuple(shops.values())
+
+
+def _tracked_events(raw: Any) -> dict[str, str]:
+    t = _table("collect.tracking", raw, ("interactions",))
+    if "interactions" not in t:
+        return dict(TRACKED_EVENTS)
+    out = {}
+    for event, kind in expect_table(
+        t["interactions"], "collect.tracking.interactions", _fail
+    ).items():
+        where = f"collect.tracking.interactions.{event}"
+        if not event or len(event) > 200:
+            raise ConfigError(f"{where}: an event name is 1-200 characters")
+        out[event] = _choice(where, kind, INTERACTION_KINDS)
+    return out
+
+
+def _collect(raw: Any, env: Mapping[str, str]) -> CollectSettings:
+    t = _table("collect", raw, COLLECT_KEYS)
+    d = CollectSettings()
+    host = t.get("host", d.host)
+    if not isinstance(host, str) or not host or len(host) > 255 or any(c.isspace() for c in host):
+        raise ConfigError(f"collect.host: expected an address such as 127.0.0.1, got {host!r}")
+    ack_timeout = parse_duration("collect.ack_timeout", t.get("ack_timeout", "3s"))
+    if not 0.1 <= ack_timeout <= 4.5:
+        raise ConfigError(
+            f"collect.ack_timeout: from 100ms to 4.5s (storefronts wait 5 s), got {ack_timeout}s"
+        )
+    window = parse_duration("collect.delivery_window", t.get("delivery_window", "3d"))
+    if window < 60:
+        raise ConfigError(f"collect.delivery_window: at least 1m, got {window}s")
+    shops = _shops(t.get("shops", {}), env)
+    keys = env.get("RFM_COLLECT_WRITE_KEYS", "").split(",")
+    write_keys = tuple(key.strip() for key in keys if key.strip())
+    guest_key = env.get("RFM_COLLECT_GUEST_KEY", "")
+    if guest_key and len(guest_key) < MIN_GUEST_KEY:
+        raise ConfigError(f"RFM_COLLECT_GUEST_KEY: at least {MIN_GUEST_KEY} characters")
+    return CollectSettings(
+        host=host,
+        port=_int("collect.port", t.get("port", d.port), 1, 65535),
+        max_body_bytes=_int(
+            "collect.max_body_bytes", t.get("max_body_bytes", d.max_body_bytes), 1024, 64 << 20
+        ),
+        max_events=_int("collect.max_events", t.get("max_events", d.max_events), 1, 10_000),
+        ack_timeout_s=ack_timeout,
+        delivery_window_s=window,
+        token=env.get("RFM_COLLECT_TOKEN") or None,
+        guest_key=guest_key.encode("utf-8"),
+        shops=shops,
+        write_keys=write_keys,
+        tracked_events=_tracked_events(t.get("tracking", {})),
+    )
+
+
+def collect_secrets(c: CollectSettings) -> None:
+    """Raise ConfigError, naming the setting, unless every secret `rfm collect` needs is set:
+    each shop's signing secret, and the guest key whenever shops or write keys are."""
+    for shop in c.shops:
+        if not shop.secret:
+            raise ConfigError(
+                f"collect.shops.{shop.name}.secret_env: {shop.secret_env} is not set "
+                "(the shop's webhook signing secret)"
+            )
+    if (c.shops or c.write_keys) and not c.guest_key:
+        raise ConfigError(
+            f"RFM_COLLECT_GUEST_KEY: required (at least {MIN_GUEST_KEY} characters) with "
+            "collect.shops or RFM_COLLECT_WRITE_KEYS: guest buyers are keyed by a keyed hash "
+            "of their e-mail, and changing the key later splits each of them in two"
+        )
+
+
+def _secret_variables(doc: Mapping[str, Any]) -> set[str]:
+    """The environment variables ``[collect.shops.*] secret_env`` name: known settings too."""
+    shops = doc.get("collect", {}).get("shops", {}) if isinstance(doc.get("collect"), dict) else {}
+    if not isinstance(shops, dict):
+        return set()
+    return {
+        shop["secret_env"]
+        for shop in shops.values()
+        if isinstance(shop, dict) and isinstance(shop.get("secret_env"), str)
+    }
+
+
 def _host_port(text: str) -> bool:
     match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})", text.strip())
     return match is not None and 0 < int(match.group(2)) < 65536
@@ -293,12 +465,13 @@ def settings_from(
 ) -> Settings:
     """Build settings from an environment mapping and an already-parsed TOML document."""
     env = os.environ if env is None else env
-    unknown = sorted(k for k in env if k.startswith("RFM_") and k not in ENV_SETTINGS)
+    doc = dict(toml or {})
+    known = ENV_SETTINGS | _secret_variables(doc)
+    unknown = sorted(k for k in env if k.startswith("RFM_") and k not in known)
     if unknown:
         raise ConfigError(
             f"{unknown[0]}: unknown setting (known: {', '.join(sorted(ENV_SETTINGS))})"
         )
-    doc = dict(toml or {})
     known_keys(doc, SECTIONS, "", _fail, kind="section")
     prefix = env.get("RFM_TOPIC_PREFIX", "rfm.")
     if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
@@ -366,6 +539,7 @@ def settings_from(
         store=_store(doc.get("store", {})),
         scoring=_scoring(doc.get("scoring", {})),
         prediction=_prediction(doc.get("prediction", {})),
+        collect=_collect(doc.get("collect", {}), env),
         interaction_weights=_weights(doc.get("interactions", {})),
     )
 
