@@ -2,19 +2,21 @@
 
 JSONL lines are published byte-for-byte (the worker validates and dead-letters, so there
 is one place that decides what is bad input); CSV rows are mapped to SPEC events through
-column options. Keys are the customer id, so a customer's history stays in order.
+column options, or, for a storefront's own order export, by its preset (stream.exports).
+Keys are the customer id, so a customer's history stays in order.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from stream.exports import Outcome, Published, Row
 from stream.kafka import KafkaPublisher
 
 ORDER_COLUMNS = (
@@ -94,6 +96,39 @@ def csv_records(
             key = cid.encode("utf-8") if isinstance(cid, str) else None
             value = orjson.dumps(doc)
             yield key, value, len(value)
+
+
+def _named(header: list[str], renamed: Mapping[str, str]) -> list[str]:
+    as_named = {column: name for name, column in renamed.items()}
+    return [as_named.get(column.strip(), column.strip()) for column in header]
+
+
+def export_header(path: Path, renamed: Mapping[str, str] | None = None) -> list[str]:
+    """An export's column names, each file column ``renamed`` maps to under its preset name
+    (``{"Total": "訂單合計"}``: the file's 訂單合計 is the preset's Total). A leading BOM goes."""
+    with path.open("r", encoding="utf-8-sig", newline="") as fh:
+        return _named(next(csv.reader(fh), []), renamed or {})
+
+
+def export_rows(path: Path, renamed: Mapping[str, str] | None = None) -> Iterator[Row]:
+    """(line number, cells by column) per row after the header; blank lines are skipped, and a
+    row that spans lines (a quoted note) is numbered by its first."""
+    with path.open("r", encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header = _named(next(reader, []), renamed or {})
+        line = reader.line_num
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if any(cells):
+                yield start, dict(zip(header, cells, strict=False))
+
+
+def outcome_records(found: Iterable[Outcome]) -> Iterator[tuple[bytes | None, bytes, int]]:
+    """The events of the published outcomes as (key, value, 1): progress counts events."""
+    for outcome in found:
+        if isinstance(outcome, Published):
+            for event in outcome.events:
+                yield event.customer_id.encode("utf-8"), orjson.dumps(event.doc), 1
 
 
 async def publish_records(
