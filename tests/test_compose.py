@@ -64,6 +64,10 @@ def test_services_exist(compose: dict[str, Any]) -> None:
     assert {"kafka", "redis", "worker"} <= set(compose["services"])
 
 
+# Variables a command reads itself rather than through the settings, and where.
+READ_AT_START = {"RFM_API_TOKEN": ROOT / "consumers" / "api" / "app.py"}
+
+
 def test_every_rfm_variable_is_a_setting_the_code_reads(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         env = {k: v for k, v in _env_of(service).items() if k.startswith("RFM_")}
@@ -72,7 +76,47 @@ def test_every_rfm_variable_is_a_setting_the_code_reads(compose: dict[str, Any])
         recording = RecordingEnv(env)
         load_settings(recording)  # raises ConfigError on a bad value
         unread = set(env) - recording.read
+        for var in sorted(unread & set(READ_AT_START)):
+            assert f'os.environ.get("{var}")' in READ_AT_START[var].read_text(encoding="utf-8")
+            unread.discard(var)
         assert not unread, f"service {name}: the code never reads {sorted(unread)}"
+
+
+def _rfm_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("build") or str(service.get("image", "")).startswith("rfm-stream")
+    }
+
+
+def test_the_rfm_services_are_all_there_and_run_existing_commands(compose: dict[str, Any]) -> None:
+    services = _rfm_services(compose)
+    assert set(services) == {"worker", "collect", "api", "campaigns"}
+    for name, service in services.items():
+        assert service["entrypoint"] == ["rfm"], name
+        command, *args = service["command"]
+        assert command in main.commands, name
+        # files mounted into the container are checked at their source in the repository
+        mounts = {m.split(":")[1]: str(ROOT / m.split(":")[0]) for m in service.get("volumes", [])}
+        args = [mounts.get(a, a) for a in args]
+        main.commands[command].make_context(command, args)  # its options parse
+
+
+def test_http_services_listen_where_they_are_published(compose: dict[str, Any]) -> None:
+    for name in ("collect", "api"):
+        service = compose["services"][name]
+        args = service["command"]
+        host, port = args[args.index("--host") + 1], args[args.index("--port") + 1]
+        assert host == "0.0.0.0", f"{name}: a container must listen beyond its own loopback"
+        assert f"127.0.0.1:{port}:{port}" in service["ports"], name
+
+
+def test_campaigns_rules_file_is_mounted_from_the_repository(compose: dict[str, Any]) -> None:
+    service = compose["services"]["campaigns"]
+    rules = service["command"][service["command"].index("--rules") + 1]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+    assert (ROOT / mounts[rules]).is_file()
 
 
 def test_worker_settings_point_at_the_compose_services(worker_env: dict[str, str]) -> None:
