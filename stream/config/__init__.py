@@ -7,7 +7,6 @@ Every key has a default; an unknown key or a bad value stops start-up with a
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 import tomllib
@@ -16,13 +15,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.validation import choice, expect_int, expect_table, known_keys
+from stream.config.checks import (
+    ConfigError,
+    as_choice,
+    as_int,
+    as_table,
+    fail,
+    parse_duration,
+)
+from stream.config.collect import (
+    MIN_GUEST_KEY,
+    CollectSettings,
+    ShopSettings,
+    _collect,
+    _secret_variables,
+    collect_secrets,
+    shop_domain,
+)
+from stream.config.names import (
+    COLLECT_PLATFORMS,
+    DIMENSIONS,
+    INTERACTION_KINDS,
+    TRACKED_EVENTS,
+)
+from stream.validation import known_keys
 
-INTERACTION_KINDS = ("live_view", "comment", "message", "like", "share", "review", "click")
-DIMENSIONS = ("r", "f", "m", "i")
-COLLECT_PLATFORMS = ("shopify", "shopline", "woocommerce")
-# Segment e-commerce event names counted as interactions unless [collect.tracking] says otherwise
-TRACKED_EVENTS = {"Product Reviewed": "review", "Product Shared": "share"}
+__all__ = [
+    "COLLECT_PLATFORMS",
+    "DIMENSIONS",
+    "ENV_SETTINGS",
+    "INTERACTION_KINDS",
+    "MIN_GUEST_KEY",
+    "TRACKED_EVENTS",
+    "CollectSettings",
+    "ConfigError",
+    "PredictionSettings",
+    "ScoringSettings",
+    "Settings",
+    "ShopSettings",
+    "StoreSettings",
+    "collect_secrets",
+    "load_settings",
+    "parse_duration",
+    "settings_from",
+    "shop_domain",
+]
 
 
 # Every environment variable the project reads; any other RFM_* name is a typo and stops start-up.
@@ -52,14 +89,6 @@ ENV_SETTINGS = frozenset(
         "RFM_NATIVE",  # stream.native: 0 = plain Python, 1 = the compiled core or stop
     }
 )
-
-
-class ConfigError(ValueError):
-    """A setting is unknown or has a bad value; the message names it."""
-
-
-def _fail(setting: str, problem: str) -> ConfigError:
-    return ConfigError(f"{setting}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -95,39 +124,6 @@ class PredictionSettings:
 
 
 @dataclass(frozen=True)
-class ShopSettings:
-    """A storefront whose webhooks ``rfm collect`` accepts. ``name`` is part of the event id of
-    everything its webhooks map to: renaming a shop turns its redeliveries into new events."""
-
-    name: str
-    platform: str  # one of COLLECT_PLATFORMS
-    domain: str  # as ``shop_domain`` writes it; matched against the platform's shop header
-    secret_env: str  # the environment variable holding the webhook signing secret
-    secret: bytes = field(repr=False)  # its value (empty when unset: ``collect_secrets``)
-
-
-@dataclass(frozen=True)
-class CollectSettings:
-    """``rfm collect``, the HTTP front door (stream.collect). Secrets come from the environment;
-    only `rfm collect` needs them (``collect_secrets``), so other processes reading the same
-    file run without them."""
-
-    host: str = "127.0.0.1"
-    port: int = 8090
-    max_body_bytes: int = 1 << 20
-    max_events: int = 500  # items of one /v1/events or /v1/batch request
-    # Kafka must acknowledge a request's events within this, else 503: the platforms stop
-    # waiting after 5 s, and a late answer is a failed delivery they send again anyway
-    ack_timeout_s: float = 3.0
-    delivery_window_s: float = 3 * 86_400.0  # how long a webhook delivery id is remembered
-    token: str | None = field(default=None, repr=False)  # RFM_COLLECT_TOKEN
-    guest_key: bytes = field(default=b"", repr=False)  # RFM_COLLECT_GUEST_KEY
-    shops: tuple[ShopSettings, ...] = ()
-    write_keys: tuple[str, ...] = field(default=(), repr=False)  # RFM_COLLECT_WRITE_KEYS
-    tracked_events: Mapping[str, str] = field(default_factory=lambda: dict(TRACKED_EVENTS))
-
-
-@dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -157,43 +153,10 @@ class Settings:
 
 
 SECTIONS = ("store", "scoring", "prediction", "interactions", "collect")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_MAX_DURATION_S = 10 * 366 * 86400.0
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(name: str, value: Any) -> float:
-    """Seconds from ``"60s"``, ``"5m"``, ``"30d"``, ``"250ms"`` or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected a duration like '60s', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(f"{name}: expected a duration like '60s' or '5m', got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    if not math.isfinite(seconds) or seconds < 0 or seconds > _MAX_DURATION_S:
-        raise ConfigError(f"{name}: must be a finite duration from 0 to 10 years, got {value!r}")
-    return seconds
-
-
-def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    return expect_int(value, name, _fail, lo, hi)
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    return choice(value, choices, name, _fail)
-
-
-def _table(name: str, value: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
-    table = expect_table(value, name, _fail)
-    known_keys(table, allowed, name, _fail, kind="setting")
-    return table
 
 
 def _store(raw: dict[str, Any]) -> StoreSettings:
-    t = _table(
+    t = as_table(
         "store",
         raw,
         ("currency", "currency_decimals", "max_amount", "max_future_skew", "dedupe_window"),
@@ -204,10 +167,10 @@ def _store(raw: dict[str, Any]) -> StoreSettings:
         raise ConfigError(f"store.currency: expected an ISO 4217 code like 'TWD', got {currency!r}")
     return StoreSettings(
         currency=currency,
-        currency_decimals=_int(
+        currency_decimals=as_int(
             "store.currency_decimals", t.get("currency_decimals", d.currency_decimals), 0, 4
         ),
-        max_amount=_int("store.max_amount", t.get("max_amount", d.max_amount), 1, 10**12),
+        max_amount=as_int("store.max_amount", t.get("max_amount", d.max_amount), 1, 10**12),
         max_future_skew_ms=int(
             1000 * parse_duration("store.max_future_skew", t.get("max_future_skew", "5m"))
         ),
@@ -218,7 +181,7 @@ def _store(raw: dict[str, Any]) -> StoreSettings:
 
 
 def _edges(raw: Any, buckets: int) -> dict[str, tuple[int, ...]]:
-    t = _table("scoring.edges", raw, DIMENSIONS)
+    t = as_table("scoring.edges", raw, DIMENSIONS)
     out: dict[str, tuple[int, ...]] = {}
     for dim in DIMENSIONS:
         name = f"scoring.edges.{dim}"
@@ -240,14 +203,14 @@ def _edges(raw: Any, buckets: int) -> dict[str, tuple[int, ...]]:
 
 
 def _scoring(raw: dict[str, Any]) -> ScoringSettings:
-    t = _table(
+    t = as_table(
         "scoring",
         raw,
         ("mode", "buckets", "window_days", "clock", "refresh_interval", "scheme", "edges"),
     )
     d = ScoringSettings()
-    mode = _choice("scoring.mode", t.get("mode", d.mode), ("quantile", "fixed"))
-    buckets = _int("scoring.buckets", t.get("buckets", d.buckets), 3, 10)
+    mode = as_choice("scoring.mode", t.get("mode", d.mode), ("quantile", "fixed"))
+    buckets = as_int("scoring.buckets", t.get("buckets", d.buckets), 3, 10)
     edges: dict[str, tuple[int, ...]] = {}
     if mode == "fixed":
         edges = _edges(t.get("edges", {}), buckets)
@@ -262,8 +225,8 @@ def _scoring(raw: dict[str, Any]) -> ScoringSettings:
     return ScoringSettings(
         mode=mode,
         buckets=buckets,
-        window_days=_int("scoring.window_days", t.get("window_days", d.window_days), 0, 36500),
-        clock=_choice("scoring.clock", t.get("clock", d.clock), ("wall", "event")),
+        window_days=as_int("scoring.window_days", t.get("window_days", d.window_days), 0, 36500),
+        clock=as_choice("scoring.clock", t.get("clock", d.clock), ("wall", "event")),
         refresh_interval_s=interval,
         scheme=scheme,
         edges=edges,
@@ -279,7 +242,7 @@ def _fraction(name: str, value: Any, hi: float) -> float:
 
 
 def _prediction(raw: dict[str, Any]) -> PredictionSettings:
-    t = _table(
+    t = as_table(
         "prediction",
         raw,
         (
@@ -296,7 +259,7 @@ def _prediction(raw: dict[str, Any]) -> PredictionSettings:
         raise ConfigError(f"prediction.fit_interval: 0 (off) or at least 1s, got {interval}s")
     return PredictionSettings(
         fit_interval_s=interval,
-        horizon_months=_int(
+        horizon_months=as_int(
             "prediction.horizon_months", t.get("horizon_months", d.horizon_months), 1, 600
         ),
         discount_rate=_fraction(
@@ -305,7 +268,7 @@ def _prediction(raw: dict[str, Any]) -> PredictionSettings:
         churn_threshold=_fraction(
             "prediction.churn_threshold", t.get("churn_threshold", d.churn_threshold), 1.0
         ),
-        min_repeat_buyers=_int(
+        min_repeat_buyers=as_int(
             "prediction.min_repeat_buyers",
             t.get("min_repeat_buyers", d.min_repeat_buyers),
             3,
@@ -315,144 +278,12 @@ def _prediction(raw: dict[str, Any]) -> PredictionSettings:
 
 
 def _weights(raw: Any) -> dict[str, int]:
-    t = _table("interactions", raw, ("weights",))
-    weights = _table("interactions.weights", t.get("weights", {}), INTERACTION_KINDS)
+    t = as_table("interactions", raw, ("weights",))
+    weights = as_table("interactions.weights", t.get("weights", {}), INTERACTION_KINDS)
     out = dict.fromkeys(INTERACTION_KINDS, 1)
     for kind, w in weights.items():
-        out[kind] = _int(f"interactions.weights.{kind}", w, 0, 1000)
+        out[kind] = as_int(f"interactions.weights.{kind}", w, 0, 1000)
     return out
-
-
-def shop_domain(text: str) -> str:
-    """A shop as its platform's header names it, compared case-blind: ``my-shop.myshopify.com``;
-    WooCommerce sends the site URL (``https://shop.example/``), so scheme and slash go."""
-    text = text.strip().lower()
-    for scheme in ("https://", "http://"):
-        text = text.removeprefix(scheme)
-    return text.rstrip("/")
-
-
-COLLECT_KEYS = (
-    "host",
-    "port",
-    "max_body_bytes",
-    "max_events",
-    "ack_timeout",
-    "delivery_window",
-    "shops",
-    "tracking",
-)
-MIN_GUEST_KEY = 16
-_SHOP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-def _shops(raw: Any, env: Mapping[str, str]) -> tuple[ShopSettings, ...]:
-    shops: dict[tuple[str, str], ShopSettings] = {}
-    for name, value in expect_table(raw, "collect.shops", _fail).items():
-        where = f"collect.shops.{name}"
-        if not _SHOP_NAME.fullmatch(name):
-            raise ConfigError(f"{where}: a shop name is 1-64 letters, digits, '_' or '-'")
-        t = _table(where, value, ("platform", "domain", "secret_env"))
-        for key in ("platform", "domain", "secret_env"):
-            if key not in t:
-                raise ConfigError(f"{where}.{key}: required")
-        platform = _choice(f"{where}.platform", t["platform"], COLLECT_PLATFORMS)
-        domain = t["domain"]
-        if not isinstance(domain, str) or not shop_domain(domain) or len(domain) > 255:
-            raise ConfigError(f"{where}.domain: expected the shop's domain, got {domain!r}")
-        variable = t["secret_env"]
-        if not isinstance(variable, str) or not _ENV_NAME.fullmatch(variable):
-            raise ConfigError(
-                f"{where}.secret_env: expected an environment variable name, got {variable!r}"
-            )
-        secret = env.get(variable, "").encode("utf-8")
-        shop = ShopSettings(name, platform, shop_domain(domain), variable, secret)
-        other = shops.setdefault((platform, shop.domain), shop)
-        if other is not shop:
-            raise ConfigError(f"{where}.domain: {shop.domain} is already shop {other.name}")
-    return tuple(shops.values())
-
-
-def _tracked_events(raw: Any) -> dict[str, str]:
-    t = _table("collect.tracking", raw, ("interactions",))
-    if "interactions" not in t:
-        return dict(TRACKED_EVENTS)
-    out = {}
-    for event, kind in expect_table(
-        t["interactions"], "collect.tracking.interactions", _fail
-    ).items():
-        where = f"collect.tracking.interactions.{event}"
-        if not event or len(event) > 200:
-            raise ConfigError(f"{where}: an event name is 1-200 characters")
-        out[event] = _choice(where, kind, INTERACTION_KINDS)
-    return out
-
-
-def _collect(raw: Any, env: Mapping[str, str]) -> CollectSettings:
-    t = _table("collect", raw, COLLECT_KEYS)
-    d = CollectSettings()
-    host = t.get("host", d.host)
-    if not isinstance(host, str) or not host or len(host) > 255 or any(c.isspace() for c in host):
-        raise ConfigError(f"collect.host: expected an address such as 127.0.0.1, got {host!r}")
-    ack_timeout = parse_duration("collect.ack_timeout", t.get("ack_timeout", "3s"))
-    if not 0.1 <= ack_timeout <= 4.5:
-        raise ConfigError(
-            f"collect.ack_timeout: from 100ms to 4.5s (storefronts wait 5 s), got {ack_timeout}s"
-        )
-    window = parse_duration("collect.delivery_window", t.get("delivery_window", "3d"))
-    if window < 60:
-        raise ConfigError(f"collect.delivery_window: at least 1m, got {window}s")
-    shops = _shops(t.get("shops", {}), env)
-    keys = env.get("RFM_COLLECT_WRITE_KEYS", "").split(",")
-    write_keys = tuple(key.strip() for key in keys if key.strip())
-    guest_key = env.get("RFM_COLLECT_GUEST_KEY", "")
-    if guest_key and len(guest_key) < MIN_GUEST_KEY:
-        raise ConfigError(f"RFM_COLLECT_GUEST_KEY: at least {MIN_GUEST_KEY} characters")
-    return CollectSettings(
-        host=host,
-        port=_int("collect.port", t.get("port", d.port), 1, 65535),
-        max_body_bytes=_int(
-            "collect.max_body_bytes", t.get("max_body_bytes", d.max_body_bytes), 1024, 64 << 20
-        ),
-        max_events=_int("collect.max_events", t.get("max_events", d.max_events), 1, 10_000),
-        ack_timeout_s=ack_timeout,
-        delivery_window_s=window,
-        token=env.get("RFM_COLLECT_TOKEN") or None,
-        guest_key=guest_key.encode("utf-8"),
-        shops=shops,
-        write_keys=write_keys,
-        tracked_events=_tracked_events(t.get("tracking", {})),
-    )
-
-
-def collect_secrets(c: CollectSettings) -> None:
-    """Raise ConfigError, naming the setting, unless every secret `rfm collect` needs is set:
-    each shop's signing secret, and the guest key whenever shops or write keys are."""
-    for shop in c.shops:
-        if not shop.secret:
-            raise ConfigError(
-                f"collect.shops.{shop.name}.secret_env: {shop.secret_env} is not set "
-                "(the shop's webhook signing secret)"
-            )
-    if (c.shops or c.write_keys) and not c.guest_key:
-        raise ConfigError(
-            f"RFM_COLLECT_GUEST_KEY: required (at least {MIN_GUEST_KEY} characters) with "
-            "collect.shops or RFM_COLLECT_WRITE_KEYS: guest buyers are keyed by a keyed hash "
-            "of their e-mail, and changing the key later splits each of them in two"
-        )
-
-
-def _secret_variables(doc: Mapping[str, Any]) -> set[str]:
-    """The environment variables ``[collect.shops.*] secret_env`` name: known settings too."""
-    shops = doc.get("collect", {}).get("shops", {}) if isinstance(doc.get("collect"), dict) else {}
-    if not isinstance(shops, dict):
-        return set()
-    return {
-        shop["secret_env"]
-        for shop in shops.values()
-        if isinstance(shop, dict) and isinstance(shop.get("secret_env"), str)
-    }
 
 
 def _host_port(text: str) -> bool:
@@ -472,7 +303,7 @@ def settings_from(
         raise ConfigError(
             f"{unknown[0]}: unknown setting (known: {', '.join(sorted(ENV_SETTINGS))})"
         )
-    known_keys(doc, SECTIONS, "", _fail, kind="section")
+    known_keys(doc, SECTIONS, "", fail, kind="section")
     prefix = env.get("RFM_TOPIC_PREFIX", "rfm.")
     if not re.fullmatch(r"[A-Za-z0-9._-]{0,100}", prefix):
         raise ConfigError(
@@ -486,14 +317,16 @@ def settings_from(
     partitions = env.get("RFM_PARTITIONS", "6")
     if not partitions.isdigit() or not 1 <= int(partitions) <= 1000:
         raise ConfigError(f"RFM_PARTITIONS: expected an integer 1..1000, got {partitions!r}")
-    protocol = _choice(
+    protocol = as_choice(
         "RFM_KAFKA_SECURITY_PROTOCOL",
         env.get("RFM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
         ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
     )
     mechanism = env.get("RFM_KAFKA_SASL_MECHANISM")
     if mechanism is not None:
-        _choice("RFM_KAFKA_SASL_MECHANISM", mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+        as_choice(
+            "RFM_KAFKA_SASL_MECHANISM", mechanism, ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        )
         if not protocol.startswith("SASL_"):
             raise ConfigError(
                 "RFM_KAFKA_SASL_MECHANISM: needs RFM_KAFKA_SECURITY_PROTOCOL=SASL_SSL or "
@@ -509,7 +342,7 @@ def settings_from(
         raise ConfigError(
             f"RFM_REDIS_URL: expected redis://, rediss:// or unix://, got {redis_url!r}"
         )
-    cluster = _choice("RFM_REDIS_CLUSTER", env.get("RFM_REDIS_CLUSTER", "0"), ("0", "1")) == "1"
+    cluster = as_choice("RFM_REDIS_CLUSTER", env.get("RFM_REDIS_CLUSTER", "0"), ("0", "1")) == "1"
     shards = env.get("RFM_REDIS_SHARDS", "16" if cluster else "1")
     if not shards.isdigit() or not 1 <= int(shards) <= 1024:
         # every merged read touches each shard: more than this buys nothing but round trips
