@@ -37,10 +37,12 @@ class Run:
         self.scratch = scratch
         self.config = scratch / "rfm-bench.toml"
         self.config.write_text(CONFIG, encoding="utf-8")
+        self.parts: set[str] = set()  # every part handed out, for drop_topics
 
     def env(self, part: str) -> dict[str, str]:
         """The environment of a child process (worker, baseline, import) for ``part``."""
         s = self.base
+        self.parts.add(part)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RFM_")}
         env.update(
             {
@@ -88,6 +90,10 @@ class Run:
             await client.aclose()
         return deleted
 
-    async def drop_topics(self) -> int:
-        """Delete every topic of the run (Faust's internal ones included); returns how many."""
-        return await delete_topics(self.base, f"{self.tag}.")
+    async def drop_topics(self, keep: tuple[str, ...] = ()) -> int:
+        """Delete every topic of the run (Faust's internal ones included) but those of the
+        parts whose topic prefix is in ``keep``; returns how many."""
+        if not keep:
+            return await delete_topics(self.base, f"{self.tag}.")
+        parts = [f"{self.tag}.{part}." for part in sorted(self.parts)]
+        return await delete_topics(self.base, *(p for p in parts if p not in keep))

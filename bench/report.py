@@ -16,7 +16,16 @@ from typing import Any
 from rich.table import Table
 
 from bench.batch import Batch
+from bench.collector import (
+    AIM_ACK_P99_MS,
+    AIM_EVENTS_PER_S,
+    AIM_WEBHOOKS_PER_S,
+    CONNECTIONS,
+    PER_REQUEST,
+    Collector,
+)
 from bench.core import CoreCost
+from bench.http_load import AckTimes, Window
 from bench.import_rate import ImportRate
 from bench.latency import CALM_SHARE, Latency
 from bench.memory import Memory
@@ -57,6 +66,7 @@ class Results:
     import_rate: ImportRate
     latency_calm: Latency | None = None  # well below the worker's capacity (see runner)
     scale_out: Throughput | None = None  # end to end with params["workers"] in one group
+    collector: Collector | None = None  # `rfm collect` into Kafka, and a bare producer
     # Redis bytes of each refresh population (one order per customer), keyed by its size:
     # the memory target is stated at 1,000,000 customers, which the end-to-end run is not
     refresh_memory: dict[int, Memory] = field(default_factory=dict)
@@ -90,6 +100,57 @@ def _population_memory(m: Memory | None) -> dict[str, float]:
     }
 
 
+def _ack(times: AckTimes, rate_key: str) -> dict[str, float | None]:
+    return {
+        "p50": _num(times.percentile(50), 2),
+        "p95": _num(times.percentile(95), 2),
+        "p99": _num(times.percentile(99), 2),
+        rate_key: round(times.rate, 1),
+    }
+
+
+def _load(w: Window, cores: int, service: bool = True) -> dict[str, Any]:
+    return {
+        "requests": w.requests,
+        "events": w.events,
+        "seconds": round(w.seconds, 3),
+        **({"collector_cores": round(w.service_cores, 2)} if service else {}),
+        ("client_cores" if service else "producer_cores"): round(w.client_cores, 2),
+        "box_cores": round(w.box_cores, 2),
+        **({"limit": w.limit(cores, "the collector")} if service else {}),
+    }
+
+
+def _collector(c: Collector, cores: int) -> dict[str, Any]:
+    """The four figures first; then how they were measured and what bounded them."""
+    return {
+        "webhooks_per_s": round(c.webhooks.events_per_s, 1),
+        "events_per_s": round(c.events.events_per_s, 1),
+        "ack_ms": _ack(c.ack, "at_webhooks_per_s"),
+        "bare_producer_events_per_s": round(c.bare.events_per_s, 1),
+        "bare_producer_ack_ms": _ack(c.bare_ack, "at_events_per_s"),
+        "events_per_request": PER_REQUEST,
+        "connections": CONNECTIONS,
+        "client": c.client,
+        "load": {
+            "webhooks": _load(c.webhooks, cores),
+            "events": _load(c.events, cores),
+            "bare_producer": _load(c.bare, cores, service=False),
+            "ack": {"requests": c.ack.sent, "acknowledged": len(c.ack.samples_ms)},
+        },
+        "where_the_time_goes": {
+            kind: [{"layer": s.layer, "share": round(s.share, 3)} for s in shares]
+            for kind, shares in c.layers.items()
+        },
+        # what a reader of the topics should find there
+        "acknowledged": c.acknowledged,
+        "refused": {str(status): n for status, n in sorted(c.refused.items())},
+        "topic": c.topic,
+        "bare_producer_records": c.bare_records,
+        "bare_producer_topic": c.bare_topic,
+    }
+
+
 def to_json(r: Results) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "events_per_s": round(r.throughput.events_per_s, 1),
@@ -114,6 +175,7 @@ def to_json(r: Results) -> dict[str, Any]:
         "redis_dedupe_bytes_per_customer": round(r.memory.dedupe_bytes_per_customer, 1),
         "redis_bytes_by_key_class": {k: round(v, 1) for k, v in r.memory.parts.items()},
         "import_events_per_s": round(r.import_rate.events_per_s, 1),
+        "collector": _collector(r.collector, r.machine["cores"]) if r.collector else None,
         "scale_out": (
             {
                 "workers": r.params["workers"],
@@ -225,6 +287,8 @@ def table(r: Results) -> Table:
         f">= {TARGET_IMPORT_PER_S:,}/s",
         _mark(r.import_rate.events_per_s >= TARGET_IMPORT_PER_S),
     )
+    if r.collector is not None:
+        _collector_rows(t, r.collector)
     for mode, cpu in r.core.items():
         t.add_row(
             f"core CPU per customer, {mode} Python (fold / re-score)",
@@ -240,6 +304,35 @@ def table(r: Results) -> Table:
         f" core {'compiled' if mc.get('compiled_core') else 'plain Python'}"
     )
     return t
+
+
+def _collector_rows(t: Table, c: Collector) -> None:
+    hooks, events, ack = c.webhooks.events_per_s, c.events.events_per_s, c.ack
+    t.add_row(
+        "rfm collect: signed Shopify orders/paid webhooks, one order each",
+        f"{hooks:,.0f} webhooks/s",
+        f">= {AIM_WEBHOOKS_PER_S:,}/s",
+        _mark(hooks >= AIM_WEBHOOKS_PER_S),
+    )
+    t.add_row(
+        f"rfm collect: POST /v1/events, {PER_REQUEST} events a request",
+        f"{events:,.0f} events/s",
+        f">= {AIM_EVENTS_PER_S:,}/s",
+        _mark(events >= AIM_EVENTS_PER_S),
+    )
+    t.add_row(
+        f"rfm collect: time to acknowledge p50 / p95 / p99 at {ack.rate:,.0f} webhooks/s",
+        f"{ack.percentile(50):.1f} / {ack.percentile(95):.1f} / {ack.percentile(99):.1f} ms",
+        f"p99 <= {AIM_ACK_P99_MS:.0f} ms",
+        _mark(ack.percentile(99) <= AIM_ACK_P99_MS),
+    )
+    bare = c.bare_ack
+    t.add_row(
+        "  bare aiokafka producer, same records (acks=all, idempotent)",
+        f"{c.bare.events_per_s:,.0f} events/s",
+        f"one at a time at {bare.rate:,.0f}/s: p99 {bare.percentile(99):.1f} ms",
+        "",
+    )
 
 
 def profile_table(who: str, spots: list[HotSpot]) -> Table:

@@ -3,7 +3,8 @@
 Order matters on a small box: the end-to-end run and its raw baseline go back to back so
 they see the same conditions; the big in-process refresh populations go last so their
 Redis load cannot slow the throughput runs. Whatever happens, the run's child processes are
-stopped and its topics and keys deleted.
+stopped and its topics and keys deleted (the collector's topics stay when asked to, for a
+caller to count what the collector acknowledged).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console
 from bench import (
     BenchError,
     batch,
+    collector,
     core,
     import_rate,
     latency,
@@ -52,6 +54,13 @@ from stream.store.redis_store import open_store
 
 WORKER = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"]
 BASELINE = [sys.executable, "-m", "bench.baseline"]
+PROFILED = {  # profile names: who was sampled
+    "e2e": "rfm worker",
+    "base": "raw baseline",
+    "collector-webhooks": "rfm collect, webhooks",
+    "collector-events": "rfm collect, batched events",
+    "collector-ack": "rfm collect, at 500 webhooks/s",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class Options:
     profile: bool = False
     quick: bool = False
     workers: int = 1  # > 1: end to end once more with this many workers in one group
+    keep_collector_topics: bool = False  # left for the caller to read, then delete
 
     @classmethod
     def make(
@@ -77,6 +87,7 @@ class Options:
         refresh_newcomers: int = 20,
         profile: bool = False,
         workers: int = 1,
+        keep_collector_topics: bool = False,
     ) -> Options:
         """Defaults for a full or a quick (< 60 s) run; explicit values win.
 
@@ -106,6 +117,7 @@ class Options:
             profile=profile,
             quick=quick,
             workers=workers,
+            keep_collector_topics=keep_collector_topics,
         )
 
 
@@ -316,6 +328,15 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         )
         say(f"rfm import: {imported.events_per_s:,.0f} events/s")
 
+        say("collector: starting rfm collect")
+        collected = await collector.measure(
+            run, quick=options.quick, profile=options.profile, say=say
+        )
+        state.notes.extend(collected.notes)
+        for who, folded in collected.profiles.items():
+            state.profiles[who] = (folded, hot_spots(folded))
+        await run.drop_keys(collector.PART)  # its webhook delivery ids
+
         costs = []
         at_scale: dict[int, memory.Memory] = {}
         for size in options.refresh_sizes:
@@ -356,6 +377,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             refresh_memory=at_scale,
             batch=recomputed,
             import_rate=imported,
+            collector=collected,
             core=cpu,
             segment_counts=segment_counts,
             profiles={who: spots for who, (_, spots) in state.profiles.items()},
@@ -367,8 +389,15 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             child.stop()
 
 
-async def _cleanup(run: Run) -> tuple[int, int]:
-    return await run.drop_topics(), await run.drop_keys()
+def kept_topics(run: Run, options: Options) -> tuple[str, ...]:
+    """Prefixes of the topics the run leaves behind (``--keep-collector-topics``)."""
+    if not options.keep_collector_topics:
+        return ()
+    return tuple(run.settings(part).topic_prefix for part in (collector.PART, collector.BARE))
+
+
+async def _cleanup(run: Run, keep: tuple[str, ...]) -> tuple[int, int]:
+    return await run.drop_topics(keep), await run.drop_keys()
 
 
 def run_bench(
@@ -404,8 +433,11 @@ def run_bench(
         raise
     finally:
         try:
-            topics, keys = asyncio.run(_cleanup(run))
+            left = kept_topics(run, options)
+            topics, keys = asyncio.run(_cleanup(run, left))
             say(f"cleaned up {topics} topics and {keys} keys")
+            if left:
+                say(f"kept the topics {', '.join(f'{p}*' for p in left)}: delete them after use")
         except Exception as exc:  # never hide the measurement's own error behind this one
             keep = True
             say(f"[red]could not clean up[/] {run.tag}.* topics / {run.tag}:* keys: {exc!r}")
@@ -418,7 +450,7 @@ def run_bench(
         json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
     out.print(table(results))
     for who, spots in results.profiles.items():
-        out.print(profile_table("rfm worker" if who == "e2e" else "raw baseline", spots))
+        out.print(profile_table(PROFILED.get(who, who), spots))
     for note in results.notes:
         out.print(f"note: {note}")
     return doc

@@ -529,6 +529,12 @@ def collect(host: str | None, port: int | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the results here; the PNG chart goes beside them.",
 )
+@click.option(
+    "--keep-collector-topics",
+    is_flag=True,
+    help="Leave the topics `rfm collect` and the bare producer wrote, to count them; "
+    "delete them after.",
+)
 def bench_cmd(
     customers: int | None,
     events: int | None,
@@ -538,6 +544,7 @@ def bench_cmd(
     profile: bool,
     workers: int,
     json_path: Path | None,
+    keep_collector_topics: bool,
 ) -> None:
     """Benchmark on the configured Kafka and Redis (SPEC section 10); PNG beside --json."""
     try:
@@ -558,6 +565,7 @@ def bench_cmd(
             refresh_newcomers=refresh_newcomers,
             profile=profile,
             workers=workers,
+            keep_collector_topics=keep_collector_topics,
         )
         run_bench(settings, options, json_path)
     except BenchError as exc:

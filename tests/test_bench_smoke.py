@@ -4,8 +4,9 @@ Speed is not asserted (CI boxes differ); what is: the JSON has every SPEC key wi
 types, the chart is written beside it, the worker's final segment counts (and those of two
 workers sharing the load) equal ``tests.oracle``'s recomputation of the same events,
 regenerated here from the generator inputs the JSON names (so the bench timed real work, and
-its own numpy yardstick is held to the oracle too), and the run removes every topic and key
-it made.
+its own numpy yardstick is held to the oracle too), every event `rfm collect` acknowledged is
+in its topic, read back here, as are the bare producer's records (the same bytes), and the
+run removes every topic and key it made but the collector's, which it was asked to keep.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import baseline, workload
+from bench import baseline, collector, storefront, workload
+from stream.collect.outgoing import MappingContext
+from stream.collect.signature import verify_base64_hmac
+from stream.config import Settings
+from stream.core.events import parse_order
+from stream.kafka import delete_topics
 from stream.schemes import load_scheme
 from stream.stack import KAFKA_VERSION
 from stream.worker import app as worker
 from tests.conftest import Infra
 from tests.oracle import recompute
+from tests.support import read_topic
 
 SPEC_KEYS = {
     "events_per_s",
@@ -44,6 +51,39 @@ SPEC_KEYS = {
 
 def test_baseline_takes_batches_shaped_like_the_worker() -> None:
     assert baseline.BATCH_MAX == worker.BATCH_MAX
+
+
+def test_bench_webhooks_are_signed_orders_of_distinct_buyers() -> None:
+    store = Settings().store
+    traffic = storefront.Traffic(store, b"s" * 32, "token")
+    hooks = traffic.webhooks(3)
+    assert all(
+        verify_base64_hmac(h.body, h.headers["x-shopify-hmac-sha256"], b"s" * 32) for h in hooks
+    )
+    assert len({h.headers["x-shopify-webhook-id"] for h in hooks}) == 3
+    ctx = MappingContext(store.currency, store.currency_decimals, b"g" * 16, storefront.SHOP)
+    records = storefront.records([*hooks, *traffic.batches(5, 2)], ctx)
+    orders = [parse_order(value, store, traffic.now_ms) for _, value in records]
+    assert [o.customer_id.encode() for o in orders] == [key for key, _ in records]
+    assert len({o.event_id for o in orders}) == len({o.customer_id for o in orders}) == 8
+    assert [o.event_id for o in orders[:1]] == [f"shopify:bench:{storefront.ORDER_IDS}:paid"]
+
+
+def test_collector_samples_are_counted_by_layer(tmp_path: Path) -> None:
+    root = "serve (stream/collect/app.py:297);run (uvicorn/main.py:643)"
+    folded = tmp_path / "collector.folded"
+    folded.write_text(
+        f"{root};Runner.run (asyncio/runners.py:118) 5\n"  # the loop itself: not uvicorn's
+        "Redis.execute_command (redis/asyncio/client.py:979);"
+        "StreamWriter.writelines (asyncio/streams.py:346) 3\n"  # a write for the Redis client
+        f"{root};H11Protocol.data_received (uvicorn/protocols/http/h11_impl.py:1) 2\n"
+    )
+    shares = {s.layer: s.share for s in collector.layers(folded)}
+    assert shares == {
+        "event loop and the rest": 0.5,
+        "Redis client (delivery ids)": 0.3,
+        "HTTP server (uvicorn, h11)": 0.2,
+    }
 
 
 def number(value: Any) -> bool:
@@ -67,15 +107,64 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
             "2",
             "--json",
             str(out),
+            "--keep-collector-topics",
         ],
         env=env,
         capture_output=True,
         text=True,
         timeout=220,
     )
-    assert done.returncode == 0, f"rfm bench failed:\n{done.stdout}\n{done.stderr}"
+    found = re.search(r"namespace (bench[0-9a-f]+)", done.stderr)
+    assert found, done.stderr
+    tag = found.group(1)
+    try:
+        assert done.returncode == 0, f"rfm bench failed:\n{done.stdout}\n{done.stderr}"
+        doc = orjson.loads(out.read_bytes())
+        # Only the kept topics are left, and they hold every acknowledged event.
+        left = {t for t in asyncio.run(topics(infra.bootstrap)) if t.startswith(f"{tag}.")}
+        assert left and all(t.startswith((f"{tag}.collect.", f"{tag}.bare.")) for t in left), left
+        check_collector(doc, Settings(kafka_bootstrap=infra.bootstrap))
+    finally:
+        asyncio.run(delete_topics(Settings(kafka_bootstrap=infra.bootstrap), f"{tag}."))
+    check_spec_shape(doc, out)
 
-    doc = orjson.loads(out.read_bytes())
+    # Nothing of the run is left behind.
+    client = redis.Redis.from_url(infra.redis_url)
+    try:
+        assert not list(client.scan_iter(match=f"{tag}:*", count=1000))
+    finally:
+        client.close()
+    assert not [t for t in asyncio.run(topics(infra.bootstrap)) if t.startswith(f"{tag}.")]
+
+
+def check_collector(doc: dict[str, Any], settings: Settings) -> None:
+    """The collector's figures, and its topic read back: one record per acknowledged event,
+    no event twice; the bare producer's topic: the same records, byte for byte."""
+    c = doc["collector"]
+    for key in ("webhooks_per_s", "events_per_s", "bare_producer_events_per_s"):
+        assert number(c[key]) and c[key] > 0, (key, c)
+    for key, rate in (("ack_ms", "at_webhooks_per_s"), ("bare_producer_ack_ms", "at_events_per_s")):
+        times = c[key]
+        assert set(times) == {"p50", "p95", "p99", rate}, times
+        assert all(number(v) and v > 0 for v in times.values()), times
+        assert times["p50"] <= times["p95"] <= times["p99"], times
+    assert c["ack_ms"]["at_webhooks_per_s"] >= 400, c["ack_ms"]  # the 500/s probe kept pace
+    for kind in ("webhooks", "events"):
+        load = c["load"][kind]
+        assert load["events"] > 0 and isinstance(load["limit"], str), load
+        assert all(number(load[k]) for k in ("collector_cores", "client_cores", "box_cores"))
+    assert c["refused"] == {}, c["refused"]
+    records = read_topic(settings, c["topic"])
+    ids = Counter(r.json()["event_id"] for r in records)
+    assert len(records) == c["acknowledged"] > 0, (len(records), c["acknowledged"])
+    assert max(ids.values()) == 1, ids.most_common(3)
+    assert any(i.startswith("shopify:bench:") for i in ids), list(ids)[:3]
+    bare = read_topic(settings, c["bare_producer_topic"])
+    assert len(bare) == c["bare_producer_records"] > 0, (len(bare), c["bare_producer_records"])
+    assert {r.value for r in bare} <= {r.value for r in records}
+
+
+def check_spec_shape(doc: dict[str, Any], out: Path) -> None:
     assert set(doc) >= SPEC_KEYS, SPEC_KEYS - set(doc)
     assert number(doc["events_per_s"]) and doc["events_per_s"] > 0
     assert number(doc["baseline_events_per_s"]) and doc["baseline_events_per_s"] > 0
@@ -140,17 +229,6 @@ def test_quick_bench_reports_spec_shape(infra: Infra, tmp_path: Path) -> None:
     png = out.with_suffix(".png")
     if "chart skipped" not in " ".join(doc["notes"]):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    # Nothing of the run is left behind.
-    found = re.search(r"namespace (bench[0-9a-f]+)", done.stderr)
-    assert found, done.stderr
-    tag = found.group(1)
-    client = redis.Redis.from_url(infra.redis_url)
-    try:
-        assert not list(client.scan_iter(match=f"{tag}:*", count=1000))
-    finally:
-        client.close()
-    assert not [t for t in asyncio.run(topics(infra.bootstrap)) if t.startswith(f"{tag}.")]
 
 
 async def topics(bootstrap: str) -> list[str]:
