@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -96,9 +97,50 @@ class Collector:
     profiles: dict[str, Path] = field(default_factory=dict)  # its folded stacks
     notes: list[str] = field(default_factory=list)
 
+    def as_dict(self, cores: int) -> dict[str, Any]:
+        """The four figures first; then how they were measured, what bounded them, and what
+        a reader of the topics should find there."""
+        ack = self.ack
+        return {
+            "webhooks_per_s": round(self.webhooks.events_per_s, 1),
+            "events_per_s": round(self.events.events_per_s, 1),
+            "ack_ms": ack.as_dict("at_webhooks_per_s"),
+            "bare_producer_events_per_s": round(self.bare.events_per_s, 1),
+            "bare_producer_ack_ms": self.bare_ack.as_dict("at_events_per_s"),
+            "events_per_request": PER_REQUEST,
+            "connections": CONNECTIONS,
+            "client": self.client,
+            "load": {
+                "webhooks": self.webhooks.as_dict("collector", cores),
+                "events": self.events.as_dict("collector", cores),
+                "ack": {
+                    **(ack.load.as_dict("collector", None) if ack.load else {}),
+                    "acknowledged_requests": len(ack.samples_ms),
+                    "max_ms": round(max(ack.samples_ms), 2) if ack.samples_ms else None,
+                },
+                "bare_producer": {
+                    "records": self.bare.events,
+                    "seconds": round(self.bare.seconds, 3),
+                    "producer_cores": round(self.bare.client_cores, 2),
+                    "box_cores": round(self.bare.box_cores, 2),
+                },
+            },
+            "where_the_time_goes": {
+                kind: [{"layer": s.layer, "share": round(s.share, 3)} for s in shares]
+                for kind, shares in self.layers.items()
+            },
+            "acknowledged": self.acknowledged,
+            "refused": {str(status): n for status, n in sorted(self.refused.items())},
+            "topic": self.topic,
+            "bare_producer_records": self.bare_records,
+            "bare_producer_topic": self.bare_topic,
+        }
+
 
 # Which layer an on-CPU sample belongs to: the innermost frame from one of these (stdlib
-# frames count for their caller; the event loop's own frames stop the search).
+# frames count for their caller; the event loop's own frames stop the search). py-spy
+# cannot always unwind a coroutine resumed by uvloop past its innermost asyncio frames:
+# those samples have no known caller.
 LAYERS = (
     (("uvicorn/", "h11/", "httptools/"), "HTTP server (uvicorn, h11)"),
     (("starlette/", "anyio/"), "Starlette (routing, middleware, responses)"),
@@ -118,8 +160,8 @@ def _layer(stack: list[str]) -> str:
             if path.startswith(prefixes):
                 return layer
         if path.startswith(LOOP):
-            break
-    return "event loop and the rest"
+            return "event loop (uvloop)"
+    return "asyncio, caller not sampled"
 
 
 def layers(folded: Path) -> list[Share]:
@@ -237,10 +279,12 @@ def _missed(webhooks: Window, events: Window, ack: AckTimes) -> list[str]:
 def _note(kind: str, result: Collector, cores: int) -> str:
     if kind == "ack":
         ack, bare = result.ack, result.bare_ack
+        busy = f"; box {ack.load.box_cores:.2f} of {cores} cores busy" if ack.load else ""
         head = (
             f"collector, time to acknowledge at {ack.rate:,.0f} webhooks/s: p99"
-            f" {ack.percentile(99):,.1f} ms (aim {AIM_ACK_P99_MS:.0f} ms); the bare producer's"
-            f" p99 for the same records one at a time: {bare.percentile(99):,.1f} ms"
+            f" {ack.percentile(99):,.1f} ms, slowest {max(ack.samples_ms, default=0):,.0f} ms"
+            f" (aim p99 {AIM_ACK_P99_MS:.0f} ms){busy}; the bare producer's p99 for the same"
+            f" records one at a time: {bare.percentile(99):,.1f} ms"
         )
     else:
         window = result.webhooks if kind == "webhooks" else result.events

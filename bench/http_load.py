@@ -14,13 +14,15 @@ a timed window says which side was.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -64,6 +66,18 @@ class Window:
             return f"the box: all {cores} cores busy ({service}, client, Kafka, Redis, others)"
         return "no process used a whole core: requests waited (on Kafka's acks, on Redis)"
 
+    def as_dict(self, service: str, cores: int | None) -> dict[str, Any]:
+        """``cores``: also say which side bounded the load (one at a fixed rate has none)."""
+        return {
+            "requests": self.requests,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            f"{service}_cores": round(self.service_cores, 2),
+            "client_cores": round(self.client_cores, 2),
+            "box_cores": round(self.box_cores, 2),
+            **({"limit": self.limit(cores, f"the {service}")} if cores else {}),
+        }
+
 
 @dataclass(frozen=True)
 class AckTimes:
@@ -73,9 +87,18 @@ class AckTimes:
     rate: float  # achieved send rate
     sent: int
     samples_ms: list[float]
+    load: Window | None = None  # who was busy meanwhile, when a service was measured
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(self.samples_ms, q)) if self.samples_ms else float("nan")
+        return float(np.percentile(self.samples_ms, q)) if self.samples_ms else math.nan
+
+    def as_dict(self, rate_key: str) -> dict[str, float | None]:
+        """p50, p95, p99 in ms (None without samples) and the rate under ``rate_key``."""
+        quantiles = {f"p{q}": round(self.percentile(q), 2) for q in (50, 95, 99)}
+        return {
+            **{k: None if math.isnan(v) else v for k, v in quantiles.items()},
+            rate_key: round(self.rate, 1),
+        }
 
 
 class Cpu:
@@ -163,7 +186,11 @@ class Service:
 
     async def paced(self, requests: Sequence[Request], rate: float, connections: int) -> AckTimes:
         async with self.session(connections) as session:
-            return await paced(lambda r: self.post(session, r), requests, rate)
+            before = self.acknowledged
+            cpu = Cpu(self.child.pid)
+            times = await paced(lambda r: self.post(session, r), requests, rate)
+            load = cpu.window(len(requests), self.acknowledged - before)
+        return dataclasses.replace(times, load=load)
 
 
 async def paced(send: Callable[[T], Awaitable[bool]], items: Sequence[T], rate: float) -> AckTimes:

@@ -20,12 +20,10 @@ from bench.collector import (
     AIM_ACK_P99_MS,
     AIM_EVENTS_PER_S,
     AIM_WEBHOOKS_PER_S,
-    CONNECTIONS,
     PER_REQUEST,
     Collector,
 )
 from bench.core import CoreCost
-from bench.http_load import AckTimes, Window
 from bench.import_rate import ImportRate
 from bench.latency import CALM_SHARE, Latency
 from bench.memory import Memory
@@ -100,57 +98,6 @@ def _population_memory(m: Memory | None) -> dict[str, float]:
     }
 
 
-def _ack(times: AckTimes, rate_key: str) -> dict[str, float | None]:
-    return {
-        "p50": _num(times.percentile(50), 2),
-        "p95": _num(times.percentile(95), 2),
-        "p99": _num(times.percentile(99), 2),
-        rate_key: round(times.rate, 1),
-    }
-
-
-def _load(w: Window, cores: int, service: bool = True) -> dict[str, Any]:
-    return {
-        "requests": w.requests,
-        "events": w.events,
-        "seconds": round(w.seconds, 3),
-        **({"collector_cores": round(w.service_cores, 2)} if service else {}),
-        ("client_cores" if service else "producer_cores"): round(w.client_cores, 2),
-        "box_cores": round(w.box_cores, 2),
-        **({"limit": w.limit(cores, "the collector")} if service else {}),
-    }
-
-
-def _collector(c: Collector, cores: int) -> dict[str, Any]:
-    """The four figures first; then how they were measured and what bounded them."""
-    return {
-        "webhooks_per_s": round(c.webhooks.events_per_s, 1),
-        "events_per_s": round(c.events.events_per_s, 1),
-        "ack_ms": _ack(c.ack, "at_webhooks_per_s"),
-        "bare_producer_events_per_s": round(c.bare.events_per_s, 1),
-        "bare_producer_ack_ms": _ack(c.bare_ack, "at_events_per_s"),
-        "events_per_request": PER_REQUEST,
-        "connections": CONNECTIONS,
-        "client": c.client,
-        "load": {
-            "webhooks": _load(c.webhooks, cores),
-            "events": _load(c.events, cores),
-            "bare_producer": _load(c.bare, cores, service=False),
-            "ack": {"requests": c.ack.sent, "acknowledged": len(c.ack.samples_ms)},
-        },
-        "where_the_time_goes": {
-            kind: [{"layer": s.layer, "share": round(s.share, 3)} for s in shares]
-            for kind, shares in c.layers.items()
-        },
-        # what a reader of the topics should find there
-        "acknowledged": c.acknowledged,
-        "refused": {str(status): n for status, n in sorted(c.refused.items())},
-        "topic": c.topic,
-        "bare_producer_records": c.bare_records,
-        "bare_producer_topic": c.bare_topic,
-    }
-
-
 def to_json(r: Results) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "events_per_s": round(r.throughput.events_per_s, 1),
@@ -175,7 +122,7 @@ def to_json(r: Results) -> dict[str, Any]:
         "redis_dedupe_bytes_per_customer": round(r.memory.dedupe_bytes_per_customer, 1),
         "redis_bytes_by_key_class": {k: round(v, 1) for k, v in r.memory.parts.items()},
         "import_events_per_s": round(r.import_rate.events_per_s, 1),
-        "collector": _collector(r.collector, r.machine["cores"]) if r.collector else None,
+        "collector": r.collector.as_dict(r.machine["cores"]) if r.collector else None,
         "scale_out": (
             {
                 "workers": r.params["workers"],
