@@ -1,0 +1,251 @@
+"""`rfm import` and `rfm export`: history in, every customer out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from stream.cli.group import main, settings_or_exit
+from stream.config import Settings
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--kind", type=click.Choice(["orders", "interactions"]), help="[required unless --preset]"
+)
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="CSV: read event FIELD from COLUMN (e.g. customer_id=member_no). With --preset: "
+    "the preset's column is the file's COLUMN (e.g. Total=訂單合計).",
+)
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="CSV: constant for a field the file lacks (e.g. currency=TWD).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["shopify-orders", "shopline-orders", "woocommerce-orders"]),
+    help="A storefront's own order export CSV, read as the platform writes it.",
+)
+@click.option(
+    "--shop",
+    metavar="NAME",
+    help="With --preset: the shop's name in event ids, as in [collect.shops].  "
+    "[default: the one configured shop of the platform]",
+)
+@click.option(
+    "--timezone",
+    "zone_name",
+    metavar="ZONE",
+    help="With --preset: the shop's time zone (Asia/Taipei, +08:00), for export times "
+    "written without an offset (WooCommerce's).",
+)
+@click.option(
+    "--skip-rejects",
+    is_flag=True,
+    help="With --preset: publish the orders that map even when others are rejected.",
+)
+def import_(
+    file: Path,
+    kind: str | None,
+    fmt: str,
+    columns: tuple[str, ...],
+    defaults: tuple[str, ...],
+    preset: str | None,
+    shop: str | None,
+    zone_name: str | None,
+    skip_rejects: bool,
+) -> None:
+    """Publish CSV/JSONL history to Kafka (JSONL of SPEC events needs no options)."""
+    from stream.importer import CsvMapping, csv_records, jsonl_records
+    from stream.kafka.topics import Topics
+
+    settings = settings_or_exit()
+
+    def pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+        out = {}
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise click.BadParameter(f"expected FIELD=VALUE, got {item!r}", param_hint=option)
+            out[name] = value
+        return out
+
+    if preset is not None:
+        for given, option in (
+            (kind == "interactions", "--kind interactions"),
+            (fmt == "jsonl", "--format jsonl"),
+            (bool(defaults), "--default"),
+        ):
+            if given:
+                raise click.UsageError(f"{option} does not go with --preset (orders, CSV)")
+        _import_export(
+            file, preset, settings, pairs(columns, "--column"), shop, zone_name, skip_rejects
+        )
+        return
+    if kind is None:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(
+            ctx=ctx, param=next(p for p in ctx.command.params if p.name == "kind")
+        )
+    if fmt == "auto":
+        fmt = "csv" if file.suffix.lower() == ".csv" else "jsonl"
+
+    mapping = CsvMapping(pairs(columns, "--column"), pairs(defaults, "--default"))
+    if fmt == "csv" and "currency" not in mapping.defaults and kind == "orders":
+        mapping = CsvMapping(
+            mapping.columns, {"currency": settings.store.currency, **mapping.defaults}
+        )
+    records = jsonl_records(file) if fmt == "jsonl" else csv_records(file, kind, mapping)
+    topics = Topics(settings.topic_prefix)
+    topic = topics.orders if kind == "orders" else topics.interactions
+    started = time.perf_counter()
+    sent = _publish(settings, f"{file.name} -> {topic}", topic, records, file.stat().st_size)
+    took = time.perf_counter() - started
+    click.echo(
+        f"published {sent} events to {topic} in {took:.1f}s ({sent / max(took, 1e-9):,.0f}/s)"
+    )
+
+
+def _publish(
+    settings: Settings,
+    label: str,
+    topic: str,
+    records: Iterator[tuple[bytes | None, bytes, int]],
+    total: int,
+    *,
+    in_bytes: bool = True,
+) -> int:
+    """Publish ``records`` under a progress bar of ``total`` (bytes read, else events)."""
+    from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+    from stream.importer import publish_records
+    from stream.kafka import KafkaPublisher, ensure_topics
+
+    async def run() -> int:
+        await ensure_topics(settings)
+        speed = (TransferSpeedColumn(),) if in_bytes else ()
+        with Progress(*Progress.get_default_columns(), BarColumn(), *speed) as bar:
+            task = bar.add_task(label, total=total)
+            async with KafkaPublisher(settings) as publisher:
+                return await publish_records(
+                    publisher, topic, records, lambda n: bar.advance(task, n)
+                )
+
+    return asyncio.run(run())
+
+
+def _import_export(
+    file: Path,
+    name: str,
+    settings: Settings,
+    renamed: dict[str, str],
+    shop: str | None,
+    zone_name: str | None,
+    skip_rejects: bool,
+) -> None:
+    """``rfm import --preset``: check the whole file first, publish only when nothing is
+    rejected (or --skip-rejects), then say what was published, skipped and rejected."""
+    import re
+
+    from stream.collect.outgoing import MappingContext
+    from stream.exports import PRESETS, Outcome, Tally, outcomes
+    from stream.exports.cells import zone
+    from stream.importer import export_header, export_rows, outcome_records
+    from stream.kafka.topics import Topics
+
+    preset = PRESETS[name]
+    key = settings.collect.guest_key
+    if not key:
+        raise click.ClickException(
+            "RFM_COLLECT_GUEST_KEY is not set: --preset keys buyers by a keyed hash of their "
+            "e-mail, under the same key as `rfm collect`"
+        )
+    if shop is None:
+        names = [s.name for s in settings.collect.shops if s.platform == preset.platform]
+        if len(names) != 1:
+            raise click.UsageError(
+                f"--shop NAME is required: {len(names)} {preset.platform} shops in "
+                "[collect.shops] (the name goes into every event id)"
+            )
+        shop = names[0]
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", shop):
+        raise click.BadParameter("1-64 letters, digits, '_' or '-'", param_hint="--shop")
+    try:
+        shop_zone = None if zone_name is None else zone(zone_name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timezone") from None
+    missing = preset.missing(export_header(file, renamed))
+    if missing:
+        raise click.ClickException(
+            f"{file.name} is not a {name} export: no column {', '.join(map(repr, missing))} "
+            "(--column NAME=HEADER if the file names it otherwise)"
+        )
+    ctx = MappingContext(settings.store.currency, settings.store.currency_decimals, key, shop)
+
+    def mapped() -> Iterator[Outcome]:
+        return outcomes(export_rows(file, renamed), preset, ctx, shop_zone)
+
+    tally = Tally()
+    for outcome in mapped():
+        tally.add(outcome)
+    shown = 100
+    for rejected in tally.rejected[:shown]:
+        click.echo(f"line {rejected.line}: {rejected.reason}", err=True)
+    if len(tally.rejected) > shown:
+        click.echo(f"... and {len(tally.rejected) - shown} more", err=True)
+    if tally.rejected and not skip_rejects:
+        raise click.ClickException(
+            f"nothing published: {tally.summary()} (--skip-rejects publishes the rest)"
+        )
+    topic = Topics(settings.topic_prefix).orders
+    started = time.perf_counter()
+    total = tally.completions + tally.refunds
+    records = outcome_records(mapped())
+    sent = _publish(settings, f"{file.name} -> {topic}", topic, records, total, in_bytes=False)
+    took = time.perf_counter() - started
+    click.echo(f"published {sent} events to {topic} in {took:.1f}s: {tally.summary()}")
+
+
+@main.command()
+@click.option("--segment", default=None, help="Only customers in this segment id.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export(segment: str | None, fmt: str, output: Path | None) -> None:
+    """Every customer with segment, seq, scores and metrics (JSONL or CSV)."""
+    from stream.exporter import csv_header, csv_line, export_rows, jsonl_line
+    from stream.store.redis_store import open_store
+
+    settings = settings_or_exit()
+
+    async def run() -> int:
+        store = open_store(settings)
+        await store.check_layout(record=False)
+        n = 0
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+            if fmt == "csv":
+                out.write(csv_header().encode())
+            async for row in export_rows(store, settings, segment):
+                out.write(jsonl_line(row) if fmt == "jsonl" else csv_line(row).encode())
+                n += 1
+            out.flush()
+        await store.redis.aclose()
+        return n
+
+    n = asyncio.run(run())
+    click.echo(f"exported {n} customers", err=True)

@@ -1,0 +1,99 @@
+"""`rfm refresh` and `rfm fit`: work that normally runs on its own, forced now."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import click
+
+from stream.cli.group import main, settings_or_exit
+from stream.config import Settings
+
+
+async def _under_lease(settings: Settings, job: Any, timeout: float) -> Any:
+    """Run ``job(processor)`` once the refresh lease is free (waiting up to ``timeout``)."""
+    from stream.kafka import KafkaPublisher
+    from stream.shell.refresh import LeaseBusy
+    from stream.shell.wiring import build_processor
+    from stream.store.redis_store import open_store
+
+    store = open_store(settings)
+    await store.check_layout()
+    publisher = KafkaPublisher(settings)
+    processor = build_processor(settings, publisher, store)  # a bad scheme fails here
+    async with publisher:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await job(processor)
+            except LeaseBusy:
+                if time.monotonic() > deadline:
+                    raise click.ClickException(
+                        "another refresh held the lease until the timeout"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+
+@main.command("refresh")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
+def refresh_cmd(timeout: float) -> None:
+    """Force a threshold refresh now and wait for it."""
+    from stream.shell.refresh import refresh
+
+    settings = settings_or_exit()
+    if settings.scoring.mode != "quantile":
+        raise click.ClickException("scoring.mode is 'fixed': there are no thresholds to refresh")
+    report = asyncio.run(_under_lease(settings, refresh, timeout))
+    click.echo(
+        f"thresholds v{report.version}: re-scored {report.candidates} customers, "
+        f"{report.changes} segment changes, {report.seconds:.3f}s"
+    )
+
+
+@main.command("fit")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Fit as of this time (RFC 3339 or epoch ms) instead of the scoring clock.",
+)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
+def fit_cmd(as_of: str | None, timeout: float) -> None:
+    """Refit the CLV model (BG/NBD + Gamma-Gamma) now and publish it as a new version."""
+    from stream.shell.refit import refit
+
+    settings = settings_or_exit()
+    at = None if as_of is None else _instant("--as-of", as_of)
+    report = asyncio.run(
+        _under_lease(settings, lambda processor: refit(processor, as_of=at), timeout)
+    )
+    model = report.model
+    if model is None:
+        raise click.ClickException(f"no model published: {report.reason}")
+    m = model.purchases
+    click.echo(
+        f"CLV model v{model.version}: {model.customers} buyers, {model.repeat_buyers} repeat; "
+        f"BG/NBD r={m.r:.4f} alpha={m.alpha:.4f} a={m.a:.4f} b={m.b:.4f}"
+    )
+    if model.spend is not None:
+        g = model.spend
+        click.echo(f"Gamma-Gamma p={g.p:.4f} q={g.q:.4f} gamma={g.gamma:.4f}")
+    click.echo(f"{report.changes} churn changes, {report.seconds:.2f}s")
+
+
+def _instant(option: str, text: str) -> int:
+    from datetime import datetime
+
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected RFC 3339 or epoch ms, got {text!r}", param_hint=option
+        ) from None
+    if parsed.tzinfo is None:
+        raise click.BadParameter("needs a UTC offset, e.g. 1997-09-30T00:00:00Z", param_hint=option)
+    return int(parsed.timestamp() * 1000)
