@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,207 +30,26 @@ from bench import (
     collector,
     core,
     import_rate,
-    latency,
     machine,
     memory,
     refresh_cost,
-    scale_out,
-    throughput,
 )
-from bench.latency import CALM_SHARE
 from bench.namespace import Run
-from bench.profile import HotSpot, Profiler, hot_spots
+from bench.options import Options, parse_sizes
+from bench.pipeline import BASELINE, PROFILED, WORKER, State, consumer_run, latencies, stored_counts
+from bench.profile import hot_spots
 from bench.report import Results, chart, profile_table, table, to_json
-from bench.thresholds import Population, seed, thresholds_of
+from bench.thresholds import Population, thresholds_of
 from bench.workload import SEED, orders
 from stream.config import Settings
-from stream.core.scoring import Thresholds
-from stream.kafka import ensure_topics
-from stream.process import Child, Children
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
-from stream.store.redis_store import open_store
 
-WORKER = [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warn"]
-BASELINE = [sys.executable, "-m", "bench.baseline"]
-PROFILED = {  # profile names: who was sampled
-    "e2e": "rfm worker",
-    "base": "raw baseline",
-    "collector-webhooks": "rfm collect, webhooks",
-    "collector-events": "rfm collect, batched events",
-    "collector-ack": "rfm collect, at 500 webhooks/s",
-}
-
-
-@dataclass(frozen=True)
-class Options:
-    customers: int = 100_000
-    events: int = 200_000
-    latency_rate: float = 2000.0
-    latency_seconds: float = 10.0
-    refresh_sizes: tuple[int, ...] = (10_000, 100_000)
-    refresh_newcomers: int = 20  # top buyers added before the timed refresh
-    profile: bool = False
-    quick: bool = False
-    workers: int = 1  # > 1: end to end once more with this many workers in one group
-    keep_collector_topics: bool = False  # left for the caller to read, then delete
-
-    @classmethod
-    def make(
-        cls,
-        *,
-        customers: int | None = None,
-        events: int | None = None,
-        quick: bool = False,
-        refresh_sizes: tuple[int, ...] = (),
-        refresh_newcomers: int = 20,
-        profile: bool = False,
-        workers: int = 1,
-        keep_collector_topics: bool = False,
-    ) -> Options:
-        """Defaults for a full or a quick (< 60 s) run; explicit values win.
-
-        Refresh populations default to a tenth of the customers and the customers (at least
-        1,000 and 10,000): big enough to show whether the cost follows the population.
-        """
-        if quick:
-            customers = customers or 2_000
-            events = events or 4_000
-            seconds = 3.0
-        else:
-            customers = customers or cls.customers
-            events = events or cls.events
-            seconds = cls.latency_seconds
-        if customers < 1 or events < 1 or any(n < 100 for n in refresh_sizes):
-            raise BenchError("--customers and --events must be >= 1, refresh sizes >= 100")
-        if workers < 1:
-            raise BenchError("--workers must be >= 1")
-        customers = min(customers, events)
-        sizes = refresh_sizes or (max(1_000, customers // 10), max(10_000, customers))
-        return cls(
-            customers=customers,
-            events=events,
-            latency_seconds=seconds,
-            refresh_sizes=tuple(sorted(set(sizes))),
-            refresh_newcomers=refresh_newcomers,
-            profile=profile,
-            quick=quick,
-            workers=workers,
-            keep_collector_topics=keep_collector_topics,
-        )
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """``"100000,1000000"`` -> ``(100000, 1000000)``; empty means the defaults."""
-    try:
-        return tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise BenchError(
-            f"--refresh-sizes: expected numbers like 10000,100000; got {text!r}"
-        ) from None
-
-
-@dataclass
-class _State:
-    children: list[Child] = field(default_factory=list)
-    profiles: dict[str, tuple[Path, list[HotSpot]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-async def _consumer_run(
-    run: Run,
-    part: str,
-    name: str,
-    argv: list[str],
-    work: list[tuple[bytes, bytes]],
-    thresholds: Thresholds,
-    options: Options,
-    state: _State,
-    count: int = 1,
-) -> throughput.Throughput:
-    """Seed the part's thresholds, start ``count`` consumers (one group), time the workload
-    through them.
-
-    The consumers are left running (last in ``state.children``) for what the caller
-    measures next; ``_measure`` stops every child on the way out in any case. Only the first
-    is profiled.
-    """
-    settings = run.settings(part)
-    await ensure_topics(settings)
-    store = open_store(settings)
-    try:
-        await seed(store, thresholds)
-    finally:
-        await store.redis.aclose()
-    started = [
-        Child(name, argv, run.env(part), run.scratch / f"{part}{n or ''}.log").start()
-        for n in range(count)
-    ]
-    state.children.extend(started)
-    watched: Child | Children = started[0]
-    if count > 1:
-        watched = Children(started)
-        await scale_out.wait_stable(settings, watched, timeout_s=120)
-    profiler = Profiler(started[0].pid, run.scratch / f"{part}.folded")
-
-    def ready() -> None:
-        if options.profile and not profiler.start():
-            state.notes.append("profile skipped: py-spy is not installed")
-
-    try:
-        result = await throughput.measure(
-            settings, work, watched, timeout_s=120 + len(work) / 200, on_ready=ready
-        )
-    finally:
-        folded = profiler.stop()
-    if folded is not None:
-        state.profiles[part] = (folded, hot_spots(folded))
-    return result
-
-
-async def _counts(settings: Settings) -> dict[str, int]:
-    store = open_store(settings)
-    try:
-        return await store.counts()
-    finally:
-        await store.redis.aclose()
-
-
-async def _latencies(
-    settings: Settings, e2e: throughput.Throughput, options: Options, state: _State
-) -> tuple[latency.Latency, latency.Latency | None]:
-    """Latency at the asked rate and, if that is near the worker's capacity, below it.
-
-    Past the worker's capacity the first figure is mostly queueing. The second probe runs at
-    ``CALM_SHARE`` of the measured capacity, to show what the pipeline itself adds under a
-    real load. (It ran at a fifth while Faust's 1.5 s fetch wait stalled the worker at any
-    rate; see ``stream.worker.app.FETCH_MAX_WAIT_MS``.)
-    """
-    lat = await latency.measure(
-        settings, rate=options.latency_rate, seconds=options.latency_seconds, tag="lat"
-    )
-    calm = None
-    if lat.rate > 0.5 * e2e.events_per_s:
-        rate = max(20.0, round(e2e.events_per_s * CALM_SHARE, -1))
-        calm = await latency.measure(
-            settings, rate=rate, seconds=options.latency_seconds, tag="calm"
-        )
-        state.notes.append(
-            f"latency at {lat.rate:,.0f} events/s is near or above the worker's capacity"
-            f" ({e2e.events_per_s:,.0f}/s), so it includes queueing; at {calm.rate:,.0f}"
-            f" events/s p99 is {calm.percentile(99):,.1f} ms (latency_ms_unsaturated)"
-        )
-    for probe in (lat, calm):
-        if probe is not None and probe.missing:
-            state.notes.append(
-                f"latency at {probe.target_rate:,.0f}/s: {probe.missing} of {probe.sent}"
-                " changes never arrived"
-            )
-    return lat, calm
+__all__ = ["Options", "parse_sizes", "run_bench"]
 
 
 async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Results:
-    state = _State()
+    state = State()
     settings = run.settings("e2e")
     scoring = settings.scoring
     scheme = load_scheme(scoring.scheme, scoring.buckets)
@@ -273,12 +91,12 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             state.notes.append("the batch's edges differ from the seeded ones (a bench bug)")
 
         say("end to end: starting rfm worker")
-        e2e = await _consumer_run(
+        e2e = await consumer_run(
             run, "e2e", "rfm worker", WORKER, work.events, thresholds, options, state
         )
         say(f"end to end: {e2e.events_per_s:,.0f} events/s")
         # The worker's final state must be what the batch computed from the same events.
-        counts = await _counts(settings)
+        counts = await stored_counts(settings)
         segment_counts = {"end_to_end": counts}
         if counts != recomputed.counts:
             state.notes.append(
@@ -286,12 +104,12 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             )
         mem = await memory.measure(settings)
         say(f"memory: {mem.bytes_per_customer:,.0f} B/customer; measuring latency")
-        lat, calm = await _latencies(settings, e2e, options, state)
+        lat, calm = await latencies(settings, e2e, options, state)
         say(f"latency: p99 {lat.percentile(99):.1f} ms at {lat.rate:,.0f} events/s")
         state.children.pop().stop()
 
         say("baseline: starting python -m bench.baseline")
-        base = await _consumer_run(
+        base = await consumer_run(
             run, "base", "the baseline", BASELINE, work.events, thresholds, options, state
         )
         state.children.pop().stop()
@@ -300,7 +118,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
         scaled = None
         if options.workers > 1:
             say(f"scale-out: starting {options.workers} rfm workers in one group")
-            scaled = await _consumer_run(
+            scaled = await consumer_run(
                 run,
                 "scale",
                 "rfm worker",
@@ -314,7 +132,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             for _ in range(options.workers):
                 state.children.pop().stop()
             say(f"scale-out: {scaled.events_per_s:,.0f} events/s with {options.workers} workers")
-            counts = await _counts(run.settings("scale"))
+            counts = await stored_counts(run.settings("scale"))
             segment_counts["scale_out"] = counts
             if counts != recomputed.counts:
                 state.notes.append(
