@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger("rfm.collect")
 
 REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not eat the request's 5 s
+# (``asyncio.timeout`` bounds the command in the request's own task: no task per lookup)
 MAX_ID_IN_KEY = 200  # longer delivery ids are hashed into the key
 
 
@@ -37,9 +38,8 @@ class Deliveries:
     async def seen(self, platform: str, shop: str, delivery_id: str) -> bool:
         """Whether this delivery was applied before; False when Redis does not answer."""
         try:
-            found = await asyncio.wait_for(
-                self.redis.exists(self.key(platform, shop, delivery_id)), REDIS_TIMEOUT
-            )
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                found = await self.redis.exists(self.key(platform, shop, delivery_id))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning(
                 "delivery ids unavailable (%s): not dropping redeliveries", type(exc).__name__
@@ -49,12 +49,9 @@ class Deliveries:
 
     async def record(self, platform: str, shop: str, delivery_id: str) -> None:
         """Remember the delivery for the window; a failure only costs a later duplicate."""
+        key = self.key(platform, shop, delivery_id)
         try:
-            await asyncio.wait_for(
-                self.redis.set(
-                    self.key(platform, shop, delivery_id), b"1", nx=True, px=self.window_ms
-                ),
-                REDIS_TIMEOUT,
-            )
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self.redis.set(key, b"1", nx=True, px=self.window_ms)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("delivery id not recorded (%s)", type(exc).__name__)

@@ -10,6 +10,11 @@ them in order when the broker is back); the sender's retry carries the same even
 the worker drops the second copy. What can never happen is a 2xx for an event Kafka does
 not hold.
 
+A request of a few events (a webhook) sends each record on its own: aiokafka then groups
+the records of concurrent requests into one produce request per partition, where a batch of
+its own per request would wait for the partition's previous batch. A large request (a batch
+of ``/v1/events``) appends to batches of its own, which costs far less per record.
+
 Connecting (topics ensured, producer id obtained) runs in the background from ``start``
 until it succeeds, so the service comes up and answers 503 while Kafka is still down.
 """
@@ -31,6 +36,7 @@ from stream.kafka.topics import Topics
 
 log = logging.getLogger("rfm.collect")
 
+SMALL_REQUEST = 4  # events at most sent record by record; more go out as batches
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds between attempts; the last one repeats
 STOP_TIMEOUT = 10.0  # a producer being replaced flushes for this long at most
 
@@ -90,7 +96,10 @@ class DurableProducer:
         try:
             async with asyncio.timeout(self.timeout_s):
                 publisher = await asyncio.shield(task)
-                await publisher.publish(messages)
+                if len(messages) <= SMALL_REQUEST:
+                    await _send_each(publisher, messages)
+                else:
+                    await publisher.publish(messages)
         except TimeoutError:
             raise Unavailable(
                 f"Kafka ({self.settings.kafka_bootstrap}) did not acknowledge within "
@@ -152,3 +161,16 @@ class DurableProducer:
             await asyncio.wait_for(publisher.stop(), STOP_TIMEOUT)
         except Exception as exc:  # it is being dropped either way
             log.warning("closing the previous Kafka producer: %s", type(exc).__name__)
+
+
+async def _send_each(
+    publisher: KafkaPublisher, messages: Sequence[tuple[str, bytes, bytes]]
+) -> None:
+    """One ``send`` per record (partitioned by key, as the batches are), awaited together;
+    raises the first rejection once every record settled, so none goes unretrieved."""
+    producer = publisher.producer
+    acks = [await producer.send(topic, value, key=key) for topic, key, value in messages]
+    await asyncio.wait(acks)
+    for error in [ack.exception() for ack in acks]:
+        if error is not None:
+            raise error
