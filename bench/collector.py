@@ -142,7 +142,7 @@ class Collector:
 # cannot always unwind a coroutine resumed by uvloop past its innermost asyncio frames:
 # those samples have no known caller.
 LAYERS = (
-    (("uvicorn/", "h11/", "httptools/"), "HTTP server (uvicorn, h11)"),
+    (("uvicorn/", "h11/", "httptools/"), "HTTP server (uvicorn)"),
     (("starlette/", "anyio/"), "Starlette (routing, middleware, responses)"),
     (("stream/collect/",), "collector code (auth, HMAC, JSON, mapping)"),
     (("stream/core/",), "event checks (the worker's parsers)"),
