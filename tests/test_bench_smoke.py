@@ -83,7 +83,7 @@ def test_collector_samples_are_counted_by_layer(tmp_path: Path) -> None:
     assert shares == {
         "event loop (uvloop)": 0.4,
         "Redis client (delivery ids)": 0.3,
-        "HTTP server (uvicorn, h11)": 0.2,
+        "HTTP server (uvicorn)": 0.2,
         "asyncio, caller not sampled": 0.1,
     }
 
