@@ -8,11 +8,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from stream.cli.group import main, settings_or_exit
 from stream.config import Settings
+
+if TYPE_CHECKING:
+    from stream.exports.accounts import Accounts
 
 
 @main.command("import")
@@ -55,6 +59,13 @@ from stream.config import Settings
     "written without an offset (WooCommerce's).",
 )
 @click.option(
+    "--customers",
+    "customers_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --preset: the shop's customers export (Customer ID, Email), so orders the "
+    "export names by e-mail go to the account id the webhooks use.",
+)
+@click.option(
     "--skip-rejects",
     is_flag=True,
     help="With --preset: publish the orders that map even when others are rejected.",
@@ -68,6 +79,7 @@ def import_(
     preset: str | None,
     shop: str | None,
     zone_name: str | None,
+    customers_file: Path | None,
     skip_rejects: bool,
 ) -> None:
     """Publish CSV/JSONL history to Kafka (JSONL of SPEC events needs no options)."""
@@ -94,9 +106,18 @@ def import_(
             if given:
                 raise click.UsageError(f"{option} does not go with --preset (orders, CSV)")
         _import_export(
-            file, preset, settings, pairs(columns, "--column"), shop, zone_name, skip_rejects
+            file,
+            preset,
+            settings,
+            pairs(columns, "--column"),
+            shop,
+            zone_name,
+            customers_file,
+            skip_rejects,
         )
         return
+    if customers_file is not None:
+        raise click.UsageError("--customers goes with --preset")
     if kind is None:
         ctx = click.get_current_context()
         raise click.MissingParameter(
@@ -156,6 +177,7 @@ def _import_export(
     renamed: dict[str, str],
     shop: str | None,
     zone_name: str | None,
+    customers_file: Path | None,
     skip_rejects: bool,
 ) -> None:
     """``rfm import --preset``: check the whole file first, publish only when nothing is
@@ -196,9 +218,11 @@ def _import_export(
             "(--column NAME=HEADER if the file names it otherwise)"
         )
     ctx = MappingContext(settings.store.currency, settings.store.currency_decimals, key, shop)
+    known = None if customers_file is None else _accounts(customers_file, skip_rejects)
 
     def mapped() -> Iterator[Outcome]:
-        return outcomes(export_rows(file, renamed), preset, ctx, shop_zone)
+        account = None if known is None else known.account
+        return outcomes(export_rows(file, renamed), preset, ctx, shop_zone, account)
 
     tally = Tally()
     for outcome in mapped():
@@ -219,6 +243,28 @@ def _import_export(
     sent = _publish(settings, f"{file.name} -> {topic}", topic, records, total, in_bytes=False)
     took = time.perf_counter() - started
     click.echo(f"published {sent} events to {topic} in {took:.1f}s: {tally.summary()}")
+
+
+def _accounts(path: Path, skip_rejects: bool) -> Accounts:
+    """The customers export read whole; a row whose id is unusable stops the import (its
+    buyer's history would split) unless --skip-rejects."""
+    from stream.exports.accounts import AccountsError, accounts, columns
+    from stream.importer import export_header, export_rows
+
+    try:
+        id_column, email_column = columns(export_header(path))
+    except AccountsError as exc:
+        raise click.ClickException(f"--customers {path.name}: {exc}") from None
+    found = accounts(export_rows(path), id_column, email_column)
+    for line, reason in found.rejected[:100]:
+        click.echo(f"{path.name} line {line}: {reason}", err=True)
+    if found.rejected and not skip_rejects:
+        raise click.ClickException(
+            f"nothing published: --customers {path.name}: {found.summary()} "
+            "(--skip-rejects keys those buyers as guests)"
+        )
+    click.echo(f"{path.name}: {found.summary()}")
+    return found
 
 
 @main.command()

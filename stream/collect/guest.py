@@ -13,11 +13,16 @@ import hmac
 PREFIX = "guest:"
 
 
+def normal_email(email: str) -> str:
+    """The address as one buyer is known by, however it was typed."""
+    return email.strip().casefold()
+
+
 def guest_customer_id(email: str, key: bytes) -> str:
     """``guest:`` and 128 bits of the keyed hash; raises ValueError (naming no address)."""
     if not key:
         raise ValueError("the guest key is empty")
-    normal = email.strip().casefold()
+    normal = normal_email(email)
     if not normal:
         raise ValueError("the e-mail is empty")
     digest = hmac.new(key, normal.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -18,6 +18,7 @@ id and is dropped too, so import a period once its refunds are settled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stream.collect.guest import buyer_id
@@ -58,9 +59,15 @@ class ExportedOrder:
     customer_id: str | None = None  # the platform's account id, when the export has one
 
 
-def buyer(order: ExportedOrder, ctx: MappingContext) -> str | None:
-    """Whose order, keyed as the collector keys it; None: an anonymous sale."""
-    return buyer_id(order.customer_id, order.email, ctx.guest_key)
+def buyer(
+    order: ExportedOrder, ctx: MappingContext, accounts: Callable[[str], str | None] | None = None
+) -> str | None:
+    """Whose order, keyed as the collector keys it; None: an anonymous sale. ``accounts``
+    gives the account id of an e-mail, for exports that name the buyer by e-mail only."""
+    account = order.customer_id
+    if account is None and accounts is not None and order.email.strip():
+        account = accounts(order.email)
+    return buyer_id(account, order.email, ctx.guest_key)
 
 
 def events(

@@ -65,10 +65,15 @@ def grouped(rows: Iterable[Row], column: str) -> Iterator[list[Row]]:
 
 
 def outcomes(
-    rows: Iterable[Row], preset: Preset, ctx: MappingContext, zone: tzinfo | None = None
+    rows: Iterable[Row],
+    preset: Preset,
+    ctx: MappingContext,
+    zone: tzinfo | None = None,
+    accounts: Callable[[str], str | None] | None = None,
 ) -> Iterator[Outcome]:
     """One outcome per order, in file order. An order seen before (its id on an earlier
-    line) is rejected: rows of one order belong together, as the platforms write them."""
+    line) is rejected: rows of one order belong together, as the platforms write them.
+    ``accounts``: the account id of an e-mail (a customers export), else guests' keys."""
     first_line: dict[str, int] = {}
     for run in grouped(rows, preset.group_by):
         line = run[0][0]
@@ -86,7 +91,7 @@ def outcomes(
                     line, f"{order.order_id.column} {order.order_id.text} is also on line {earlier}"
                 )
                 continue
-            customer_id = buyer(order, ctx)
+            customer_id = buyer(order, ctx, accounts)
             if customer_id is None:
                 yield Skipped(line, "no e-mail (an anonymous sale)")
                 continue

@@ -9,6 +9,7 @@ the mapping writes or says.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections import Counter
@@ -24,14 +25,17 @@ from hypothesis import strategies as st
 
 from stream.collect.guest import guest_customer_id
 from stream.collect.outgoing import MappingContext
+from stream.collect.platforms import PLATFORMS
 from stream.config import StoreSettings
 from stream.core.events import OrderEvent, parse_order
 from stream.exports import PRESETS, Published, Rejected, Tally, outcomes
+from stream.exports.accounts import AccountsError, accounts, columns
 from stream.exports.cells import Cell, CellError, instant, status, zone
 from stream.exports.shopify import PRESET as SHOPIFY
 from stream.importer import export_header, export_rows, outcome_records
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "exports"
+WEBHOOKS = FIXTURES.parent / "webhooks"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
 FILES = sorted(name for name in EXPECTED if name.endswith(".csv"))
 STORE = StoreSettings()
@@ -298,3 +302,92 @@ def test_cells() -> None:
         instant(Cell("t", "2026-07-01 12:00:00"), None)
     with pytest.raises(ValueError, match="not a UTC offset"):
         zone("Mars/Olympus")
+
+
+def test_a_customers_export_names_the_accounts_behind_the_e_mails() -> None:
+    """Shopify's customers export: ids lose the apostrophe Shopify writes before them, an
+    e-mail is matched however it is typed, rows without one are passed over, and an e-mail
+    on two accounts maps to neither (the buyer stays a guest rather than the wrong one)."""
+    path = FIXTURES / "shopify_customers.csv"
+    id_column, email_column = columns(export_header(path))
+    assert (id_column, email_column) == ("Customer ID", "Email")
+    found = accounts(export_rows(path), id_column, email_column)
+    assert found.by_email == {
+        "mei.lin@example.com": "7390400000101",
+        "chen.yating@example.tw": "7390412345678",
+    }
+    assert found.account(" Mei.Lin@EXAMPLE.com") == "7390400000101"
+    assert found.account("family@example.tw") is None
+    assert found.ambiguous == {"family@example.tw"}
+    assert found.rejected == []
+    with pytest.raises(AccountsError, match=r"'Customer ID'.*'Email'"):
+        columns(export_header(FIXTURES / "shopify_orders.csv"))
+
+
+def test_with_the_customers_export_history_goes_to_the_account() -> None:
+    """Every order of an e-mail the customers export knows goes to its account id; every
+    other buyer is keyed as before, and nothing else about the events changes."""
+    path = FIXTURES / "shopify_customers.csv"
+    known = accounts(export_rows(path), *columns(export_header(path)))
+    plain = [o for o in mapped("shopify_orders.csv") if isinstance(o, Published)]
+    joined = list(
+        outcomes(
+            export_rows(FIXTURES / "shopify_orders.csv"),
+            SHOPIFY,
+            CTX,
+            None,
+            known.account,
+        )
+    )
+    assert [o.line for o in joined if isinstance(o, Published)] == [o.line for o in plain]
+    by_line = {o.line: o for o in joined if isinstance(o, Published)}
+    moved = 0
+    for order in EXPECTED["shopify_orders.csv"]["orders"]:
+        account = {"mei.lin@example.com": "7390400000101"}.get(order["email"].strip().casefold())
+        moved += account is not None
+        for event in by_line[order["line"]].events:
+            assert event.customer_id == (account or buyer(order))
+            assert event.doc["customer_id"] == event.customer_id
+    assert moved == 3
+    for before, after in zip(plain, by_line.values(), strict=True):
+        for a, b in zip(before.events, after.events, strict=True):
+            assert {**a.doc, "customer_id": ""} == {**b.doc, "customer_id": ""}
+
+
+def test_a_back_filled_order_is_the_webhook_order(tmp_path: Path) -> None:
+    """The same Shopify order, once from the orders/paid webhook and once from the orders
+    export joined to the customers export: one customer, one event id, one amount, so the
+    worker counts it once and scores one buyer."""
+    webhook = orjson.loads((WEBHOOKS / "shopify" / "orders_paid_registered.json").read_bytes())
+    (live,) = PLATFORMS["shopify"].map("orders/paid", webhook, CTX)
+    header = export_header(FIXTURES / "shopify_orders.csv")
+    row = dict.fromkeys(header, "")
+    row.update(
+        {
+            "Name": webhook["name"],
+            "Id": str(webhook["id"]),
+            "Email": webhook["email"].upper(),
+            "Financial Status": "paid",
+            "Currency": "TWD",
+            "Total": webhook["total_price"],
+            "Created at": "2026-11-20 10:12:41 +0800",
+            "Paid at": "2026-11-20 10:13:02 +0800",
+            "Source": "web",
+        }
+    )
+    orders = tmp_path / "orders_export.csv"
+    with orders.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerow([row[column] for column in header])
+    path = FIXTURES / "shopify_customers.csv"
+    known = accounts(export_rows(path), *columns(export_header(path)))
+    (back,) = [o for o in outcomes(export_rows(orders), SHOPIFY, CTX, None, known.account)]
+    assert isinstance(back, Published)
+    (filled,) = back.events
+    assert live.customer_id == filled.customer_id == str(webhook["customer"]["id"])
+    for field in ("event_id", "type", "order_id", "customer_id", "amount", "currency"):
+        assert filled.doc[field] == live.doc[field], field
+    (unjoined,) = outcomes(export_rows(orders), SHOPIFY, CTX)
+    assert isinstance(unjoined, Published)
+    assert unjoined.events[0].customer_id != live.customer_id  # the split the join mends
