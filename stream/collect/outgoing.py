@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from stream.core.events import CHANNELS, MAX_EVENT_ID_LEN, MAX_ID_LEN
+from stream.core.events import CHANNELS, MAX_EVENT_ID_LEN, MAX_ID_LEN, allowed_values
 from stream.core.money import format_minor
 
 DAY_MS = 86_400_000
@@ -150,7 +150,8 @@ class CustomerOrder:
         identifier(self.customer_id, "customer_id")
         identifier(self.order_id, "order_id", MAX_EVENT_ID_LEN)
         if self.channel is not None and self.channel not in CHANNELS:
-            raise PayloadError(f"unknown channel {self.channel[:40]!r}")
+            shown = allowed_values(CHANNELS)
+            raise PayloadError(f"unknown channel {self.channel[:40]!r} {shown}")
 
     def completed(self, event_id: str, amount_minor: int, occurred_at: str | int) -> Outgoing:
         return self._event("order_completed", event_id, amount_minor, occurred_at)

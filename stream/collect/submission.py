@@ -20,7 +20,15 @@ import orjson
 
 from stream.collect.outgoing import Outgoing
 from stream.config import StoreSettings
-from stream.core.events import Rejected, parse_erasure, parse_interaction, parse_order
+from stream.core.events import (
+    Rejected,
+    allowed_values,
+    json_type,
+    one_of,
+    parse_erasure,
+    parse_interaction,
+    parse_order,
+)
 
 Kind = Literal["orders", "interactions", "erasure"]
 TOPIC_OF: dict[str, Kind] = {
@@ -44,15 +52,13 @@ def _type_of(item: dict[str, Any]) -> str:
     if kind is None and "requested_at" in item and "event_id" not in item:
         return "erasure"
     if kind is None:
-        raise Rejected("missing field type")
-    if kind not in TOPIC_OF:
-        raise Rejected(f"unknown type {str(kind)[:40]!r} (expected one of {', '.join(TOPIC_OF)})")
-    return str(kind)
+        raise Rejected(f"missing field type {allowed_values(tuple(TOPIC_OF))}")
+    return one_of(kind, "type", tuple(TOPIC_OF))
 
 
 def _event(item: Any, store: StoreSettings, now_ms: int) -> Outgoing:
     if not isinstance(item, dict):
-        raise Rejected(f"expected a JSON object, got {type(item).__name__}")
+        raise Rejected(f"expected a JSON object, got {json_type(item)}")
     kind = _type_of(item)
     raw = orjson.dumps(item)
     if kind == "erasure":

@@ -1,7 +1,9 @@
 """Input events (SPEC section 2): strict parsing into typed records.
 
 Everything a storefront can get wrong becomes a ``Rejected`` with a one-line reason that
-goes to the dead-letter topic; nothing here raises anything else on bad bytes.
+goes to the dead-letter topic; nothing here raises anything else on bad bytes. A reason
+names the field and, for a field with a fixed vocabulary, the values it allows; every
+missing required field is named at once, so a sender fixes an event in one round.
 """
 
 from __future__ import annotations
@@ -15,7 +17,12 @@ import orjson
 from stream.config import INTERACTION_KINDS, StoreSettings
 from stream.core.money import AmountError, to_minor
 
-CHANNELS = frozenset({"online", "pos", "app", "social", "marketplace", "other"})
+# in the order the events reference lists them: error messages show them so
+CHANNELS = ("online", "pos", "app", "social", "marketplace", "other")
+ORDER_TYPES = ("order_completed", "order_refunded")
+INTERACTION_TYPES = ("interaction",)
+ORDER_FIELDS = ("event_id", "type", "order_id", "customer_id", "amount", "currency", "occurred_at")
+INTERACTION_FIELDS = ("event_id", "type", "customer_id", "kind", "occurred_at")
 MAX_ID_LEN = 128
 MAX_EVENT_ID_LEN = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -99,8 +106,55 @@ def _decode(raw: bytes) -> dict[str, Any]:
         reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "not valid JSON"
         raise Rejected(f"{reason}: {str(exc).splitlines()[0][:120]}") from None
     if not isinstance(doc, dict):
-        raise Rejected(f"expected a JSON object, got {type(doc).__name__}")
+        raise Rejected(f"expected a JSON object, got {json_type(doc)}")
     return doc
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (``array``, not ``list``): reasons speak of
+    what the sender wrote."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def allowed_values(values: tuple[str, ...]) -> str:
+    """``(allowed: a, b)``: how every reason lists the values a field may take."""
+    return f"(allowed: {', '.join(values)})"
+
+
+def _missing(doc: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The fields of ``names`` that ``doc`` lacks (absent or null), in that order."""
+    return [name for name in names if doc.get(name) is None]
+
+
+def _missing_fields(missing: list[str], vocab: dict[str, tuple[str, ...]]) -> Rejected:
+    """One reason naming every missing field, with the values allowed for those of them
+    that have a fixed vocabulary (``vocab``)."""
+    if len(missing) == 1:
+        name = missing[0]
+        hint = f" {allowed_values(vocab[name])}" if name in vocab else ""
+        return Rejected(f"missing field {name}{hint}")
+    hints = [f"{name} allowed: {', '.join(vocab[name])}" for name in missing if name in vocab]
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return Rejected(f"missing fields {', '.join(missing)}{hint}")
+
+
+def one_of(value: object, name: str, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``; the reason names the field and lists them."""
+    if isinstance(value, str):
+        if value in allowed:
+            return value
+        raise Rejected(f"unknown {name} {value[:40]!r} {allowed_values(allowed)}")
+    raise Rejected(f"{name} must be a string, got {json_type(value)} {allowed_values(allowed)}")
 
 
 def _text(doc: dict[str, Any], name: str, limit: int, *, allow_int: bool = False) -> str:
@@ -110,7 +164,7 @@ def _text(doc: dict[str, Any], name: str, limit: int, *, allow_int: bool = False
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise Rejected(f"{name} must be a string, got {type(value).__name__}")
+        raise Rejected(f"{name} must be a string, got {json_type(value)}")
     if not value:
         raise Rejected(f"{name} is empty")
     if len(value) > limit:
@@ -141,7 +195,9 @@ def _timestamp(doc: dict[str, Any], name: str, now_ms: int, skew_ms: int) -> int
             raise Rejected(f"{name} has no UTC offset: {value[:40]!r}")
         ms = (parsed - _EPOCH) // _MS
     else:
-        raise Rejected(f"{name} must be an RFC 3339 string or epoch milliseconds")
+        raise Rejected(
+            f"{name} must be an RFC 3339 string or epoch milliseconds, got {json_type(value)}"
+        )
     if ms < 0:
         raise Rejected(f"{name} is before 1970")
     if ms > now_ms + skew_ms:
@@ -155,25 +211,23 @@ def _channel(doc: dict[str, Any]) -> str | None:
     channel = doc.get("channel")
     if channel is None:
         return None
-    if not isinstance(channel, str) or channel not in CHANNELS:
-        raise Rejected(f"unknown channel {str(channel)[:40]!r}")
-    return str(channel)
+    return one_of(channel, "channel", CHANNELS)
 
 
 def parse_order(raw: bytes, store: StoreSettings, now_ms: int) -> OrderEvent:
     """An order event from raw bytes; ``now_ms`` is the wall clock (future-skew check)."""
     doc = _decode(raw)
     kind = doc.get("type")
-    if kind not in ("order_completed", "order_refunded"):
-        if kind is None:
-            raise Rejected("missing field type")
-        raise Rejected(f"unknown order type {str(kind)[:40]!r}")
+    if kind is not None:
+        # a wrong type first: an interaction sent here lacks the order's fields because of it
+        one_of(kind, "type", ORDER_TYPES)
+    missing = _missing(doc, ORDER_FIELDS)
+    if missing:
+        raise _missing_fields(missing, {"type": ORDER_TYPES, "currency": (store.currency,)})
     refund = kind == "order_refunded"
     customer_id = customer_id_of(doc)
     event_id = _text(doc, "event_id", MAX_EVENT_ID_LEN)
     order_id = _text(doc, "order_id", MAX_EVENT_ID_LEN, allow_int=True)
-    if "amount" not in doc or doc["amount"] is None:
-        raise Rejected("missing field amount")
     try:
         amount = to_minor(doc["amount"], store.currency_decimals)
     except AmountError as exc:
@@ -184,12 +238,12 @@ def parse_order(raw: bytes, store: StoreSettings, now_ms: int) -> OrderEvent:
         raise Rejected("a refund amount must be greater than 0")
     if amount > store.max_amount * 10**store.currency_decimals:
         raise Rejected(f"amount exceeds max_amount {store.max_amount}")
-    currency = doc.get("currency")
+    currency = doc["currency"]
     if currency != store.currency:
-        if currency is None:
-            raise Rejected("missing field currency")
+        if not isinstance(currency, str):
+            one_of(currency, "currency", (store.currency,))  # raises: names the type
         raise Rejected(
-            f"currency {str(currency)[:10]!r} is not the store currency {store.currency}"
+            f"currency {currency[:10]!r} is not the store currency (allowed: {store.currency})"
         )
     occurred_at = _timestamp(doc, "occurred_at", now_ms, store.max_future_skew_ms)
     full = doc.get("full", False)
@@ -212,20 +266,21 @@ def parse_order(raw: bytes, store: StoreSettings, now_ms: int) -> OrderEvent:
 def parse_interaction(raw: bytes, store: StoreSettings, now_ms: int) -> InteractionEvent:
     doc = _decode(raw)
     kind = doc.get("type")
-    if kind != "interaction":
-        raise Rejected("missing field type" if kind is None else f"unknown type {str(kind)[:40]!r}")
+    if kind is not None:
+        one_of(kind, "type", INTERACTION_TYPES)
+    missing = _missing(doc, INTERACTION_FIELDS)
+    if missing:
+        raise _missing_fields(missing, {"type": INTERACTION_TYPES, "kind": INTERACTION_KINDS})
     customer_id = customer_id_of(doc)
     event_id = _text(doc, "event_id", MAX_EVENT_ID_LEN)
-    what = doc.get("kind")
-    if what not in INTERACTION_KINDS:
-        raise Rejected("missing field kind" if what is None else f"unknown kind {str(what)[:40]!r}")
+    what = one_of(doc["kind"], "kind", INTERACTION_KINDS)
     channel = doc.get("channel")
     if channel is not None and (not isinstance(channel, str) or len(channel) > 64):
         raise Rejected("channel must be a string of at most 64 characters")
     return InteractionEvent(
         event_id=event_id,
         customer_id=customer_id,
-        kind=str(what),
+        kind=what,
         occurred_at=_timestamp(doc, "occurred_at", now_ms, store.max_future_skew_ms),
         channel=channel,
     )

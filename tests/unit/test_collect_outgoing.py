@@ -183,8 +183,11 @@ def test_what_the_worker_would_refuse_is_refused_here() -> None:
         CustomerOrder(CTX, "o", "c").refunded("e", 0, 0)
     with pytest.raises(PayloadError, match="customer_id is longer than 128"):
         CustomerOrder(CTX, "o", "c" * 129)
-    with pytest.raises(PayloadError, match="unknown channel"):
+    with pytest.raises(PayloadError) as info:
         CustomerOrder(CTX, "o", "c", "facebook")
+    assert str(info.value) == (
+        "unknown channel 'facebook' (allowed: online, pos, app, social, marketplace, other)"
+    )
     with pytest.raises(PayloadError, match="event_id is longer than 256"):
         CustomerOrder(CTX, "o", "c").completed("e" * 257, 1, 0)
     with pytest.raises(PayloadError, match="event_id is longer than 256"):

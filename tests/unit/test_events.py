@@ -482,6 +482,144 @@ def test_reason_does_not_dump_the_payload() -> None:
         assert huge[:200] not in msg
 
 
+# -- reasons that teach: the field, the allowed values, every missing field at once ---------
+# The vocabularies are written out here as the events reference lists them, not read from the
+# code, so a value dropped from (or added to) the parser's lists shows up as a failure.
+SPEC_CHANNELS = "online, pos, app, social, marketplace, other"
+SPEC_KINDS = "live_view, comment, message, like, share, review, click"
+# every field of the SPEC examples is required but the channel
+ORDER_REQUIRED = [name for name in ORDER if name != "channel"]
+INTERACTION_REQUIRED = [name for name in INTERACTION if name != "channel"]
+
+
+def reason(parse: Any, payload: bytes) -> str:
+    with pytest.raises(Rejected) as info:
+        parse(payload, STORE, NOW)
+    return assert_one_line(info.value)
+
+
+@pytest.mark.parametrize(
+    ("parse", "doc", "changes", "expected"),
+    [
+        (
+            parse_order,
+            ORDER,
+            {"channel": "shopify"},
+            f"unknown channel 'shopify' (allowed: {SPEC_CHANNELS})",
+        ),
+        (
+            parse_order,
+            ORDER,
+            {"channel": ["online"]},
+            f"channel must be a string, got array (allowed: {SPEC_CHANNELS})",
+        ),
+        (
+            parse_interaction,
+            INTERACTION,
+            {"kind": "zzz"},
+            f"unknown kind 'zzz' (allowed: {SPEC_KINDS})",
+        ),
+        (
+            parse_interaction,
+            INTERACTION,
+            {"kind": 3},
+            f"kind must be a string, got number (allowed: {SPEC_KINDS})",
+        ),
+        (
+            parse_order,
+            ORDER,
+            {"type": _DROP},
+            "missing field type (allowed: order_completed, order_refunded)",
+        ),
+        (
+            parse_order,
+            ORDER,
+            {"type": "order_cancelled"},
+            "unknown type 'order_cancelled' (allowed: order_completed, order_refunded)",
+        ),
+        (parse_order, ORDER, {"currency": _DROP}, "missing field currency (allowed: TWD)"),
+        (
+            parse_order,
+            ORDER,
+            {"currency": "USD"},
+            "currency 'USD' is not the store currency (allowed: TWD)",
+        ),
+        (
+            parse_order,
+            ORDER,
+            {"event_id": _DROP, "occurred_at": None},
+            "missing fields event_id, occurred_at",
+        ),
+        (
+            parse_order,
+            ORDER,
+            {"type": _DROP, "currency": _DROP, "amount": _DROP},
+            "missing fields type, amount, currency "
+            "(type allowed: order_completed, order_refunded; currency allowed: TWD)",
+        ),
+        (
+            parse_interaction,
+            INTERACTION,
+            {"type": _DROP, "kind": _DROP},
+            f"missing fields type, kind (type allowed: interaction; kind allowed: {SPEC_KINDS})",
+        ),
+        (
+            parse_interaction,
+            INTERACTION,
+            {"type": "order_completed"},
+            "unknown type 'order_completed' (allowed: interaction)",
+        ),
+        (parse_order, ORDER, {"event_id": 17}, "event_id must be a string, got number"),
+        (
+            parse_order,
+            ORDER,
+            {"occurred_at": [1]},
+            "occurred_at must be an RFC 3339 string or epoch milliseconds, got array",
+        ),
+    ],
+)
+def test_reason_names_the_field_and_the_allowed_values(
+    parse: Any, doc: dict[str, Any], changes: dict[str, Any], expected: str
+) -> None:
+    assert reason(parse, raw(doc, **changes)) == expected
+
+
+def test_an_interaction_on_the_orders_topic_is_a_wrong_type_not_missing_fields() -> None:
+    assert reason(parse_order, raw(INTERACTION)) == (
+        "unknown type 'interaction' (allowed: order_completed, order_refunded)"
+    )
+
+
+def _named_missing(msg: str) -> list[str]:
+    """The field names a "missing field(s) ..." reason lists, in its order."""
+    head = msg.split(" (", 1)[0]
+    for prefix in ("missing fields ", "missing field "):
+        if head.startswith(prefix):
+            return head[len(prefix) :].split(", ")
+    raise AssertionError(f"not a missing-fields reason: {msg}")
+
+
+@pytest.mark.parametrize(
+    ("parse", "doc", "required", "vocabulary"),
+    [
+        (parse_order, ORDER, ORDER_REQUIRED, "order_completed, order_refunded"),
+        (parse_interaction, INTERACTION, INTERACTION_REQUIRED, SPEC_KINDS),
+    ],
+)
+@FAST
+@given(data=st.data())
+def test_every_missing_field_is_named_at_once(
+    parse: Any, doc: dict[str, Any], required: list[str], vocabulary: str, data: st.DataObject
+) -> None:
+    dropped = data.draw(st.sets(st.sampled_from(required), min_size=1))
+    gone = data.draw(st.sampled_from([_DROP, None]))  # absent or null
+    msg = reason(parse, raw(doc, **dict.fromkeys(dropped, gone)))
+    assert _named_missing(msg) == [name for name in required if name in dropped], msg
+    # the order's type vocabulary, the interaction's kinds: listed when that field is missing
+    field = "type" if parse is parse_order else "kind"
+    assert (vocabulary in msg) == (field in dropped), msg
+
+
 # -- fuzz: nothing but OrderEvent or Rejected -------------------------------------------------
 
 _scalars = st.one_of(
