@@ -17,16 +17,19 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from stream.collect.pipelined import Pipelined
+
 log = logging.getLogger("rfm.collect")
 
 REDIS_TIMEOUT = 0.5  # seconds; a slow Redis must not eat the request's 5 s
-# (``asyncio.timeout`` bounds the command in the request's own task: no task per lookup)
+# (``asyncio.timeout`` bounds the wait in the request's own task; the commands of one loop
+# turn share a pipeline: ``Pipelined``)
 MAX_ID_IN_KEY = 200  # longer delivery ids are hashed into the key
 
 
 class Deliveries:
     def __init__(self, redis: Any, key_prefix: str, window_s: float) -> None:
-        self.redis = redis
+        self.redis = Pipelined(redis)
         self.prefix = f"{key_prefix}collect:delivery:"
         self.window_ms = max(1, int(window_s * 1000))
 
@@ -39,7 +42,7 @@ class Deliveries:
         """Whether this delivery was applied before; False when Redis does not answer."""
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
-                found = await self.redis.exists(self.key(platform, shop, delivery_id))
+                found = await self.redis.call("exists", self.key(platform, shop, delivery_id))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning(
                 "delivery ids unavailable (%s): not dropping redeliveries", type(exc).__name__
@@ -52,6 +55,6 @@ class Deliveries:
         key = self.key(platform, shop, delivery_id)
         try:
             async with asyncio.timeout(REDIS_TIMEOUT):
-                await self.redis.set(key, b"1", nx=True, px=self.window_ms)
+                await self.redis.call("set", key, b"1", nx=True, px=self.window_ms)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("delivery id not recorded (%s)", type(exc).__name__)
