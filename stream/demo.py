@@ -1,25 +1,30 @@
-"""`rfm demo`: the whole pipeline on the local stack with believable storefront traffic.
+"""`rfm demo`: the whole pipeline with a simulated shop, in a namespace of its own.
 
-Customers come in archetypes with realistic shapes: many one-time buyers, a loyal core
-that keeps buying, a few whales, and lapsed regulars who stopped months ago. A year of
-history is back-filled first, then live orders arrive at ``rate`` per second, and the
-terminal shows live segment counts while the web dashboard (its URL is printed) shows the rest,
-including the campaign webhooks a built-in local receiver accepts.
+The shop (stream.demo_shop) is a fixed population of ``customers`` with a history of two
+years back-filled first; then its clock runs on at ``pace`` (shop time per wall second)
+and its orders, refunds and interactions are published as they fall due. The scorer runs on
+the event clock, so segments, thresholds, CLV and churn follow the shop's time. The shop
+stays in the past (Kafka refuses events ahead of the wall clock): the live part starts that
+far back, and once the shop clock reaches the wall clock it runs in real time.
+
+Everything goes to namespace ``demo`` (topics ``demo.*``, keys ``demo:*``, stream.namespace):
+never into a deployment's data. A namespace the demo did not write is refused; one a
+previous demo left is reset first. The terminal shows live segment counts, the web dashboard
+(its URL is printed) the rest, including the campaign webhooks a built-in local receiver
+accepts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
@@ -28,96 +33,80 @@ import orjson
 from rich.live import Live
 from rich.table import Table
 
-from stream.config import Settings
+from stream.config import Settings, load_settings
 from stream.core.changes import iso_ms
 from stream.core.scoring import DAY_MS
+from stream.demo_shop import Shop, ShopEvent
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
+from stream.namespace import Namespace, NamespaceError, reset, survey
 from stream.process import Child, stop_all
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
-from stream.store.redis_store import open_store
+from stream.store.redis_store import connect, open_store
+
+# The scorer's settings for the demo: the event clock (the shop's time), and cadences fast
+# enough that thresholds, CLV and churn move within a minute.
+CONFIG = """\
+[scoring]
+clock = "event"
+refresh_interval = "5s"
+[prediction]
+fit_interval = "30s"
+churn_threshold = 0.3
+"""
+MARKER = "demo-run"  # key under the namespace's prefix: the demo wrote this namespace
+ENDLESS_SPAN_DAYS = 365  # shop time played fast when no --duration bounds the run
+BATCH = 5000
 
 
 @dataclass(frozen=True)
-class Archetype:
-    name: str
-    share: float
-    orders_per_year: float
-    amount: tuple[int, int]  # TWD, whole units
-    lapsed_days: int = 0  # stopped buying this many days ago
+class Plan:
+    """One run: the shop, where its clock starts, and how fast it runs."""
+
+    shop: Shop
+    pace_ms: int  # shop milliseconds per wall second
+
+    def clock(self, elapsed_s: float, wall: int) -> int:
+        """The shop's time ``elapsed_s`` wall seconds into the live part: never ahead of
+        the wall clock, whose time it keeps once it got there."""
+        return min(self.shop.start + int(elapsed_s * self.pace_ms), wall)
 
 
-ARCHETYPES = (
-    Archetype("one_time", 0.55, 0.0, (200, 1500)),
-    Archetype("loyal", 0.25, 14.0, (400, 3000)),
-    Archetype("whale", 0.03, 40.0, (5000, 40000)),
-    Archetype("lapsed", 0.17, 10.0, (300, 2500), lapsed_days=150),
-)
+def plan(customers: int, pace_ms: int, duration: float, seed: int, wall: int) -> Plan:
+    """A shop whose live part fits between the end of its history and ``wall``."""
+    span = int(duration * pace_ms) if duration > 0 else ENDLESS_SPAN_DAYS * DAY_MS
+    return Plan(Shop(customers, start=wall - span - 60_000, seed=seed), pace_ms)
 
 
-def _order(cid: str, at: int, amount: int, rng: random.Random) -> tuple[bytes, bytes]:
-    doc = {
-        "event_id": uuid.UUID(int=rng.getrandbits(128)).hex,
-        "type": "order_completed",
-        "order_id": uuid.UUID(int=rng.getrandbits(128)).hex[:12],
-        "customer_id": cid,
-        "amount": f"{amount}.00",
-        "currency": "TWD",
-        "occurred_at": iso_ms(at),
-        "channel": rng.choice(("online", "online", "app", "pos", "social")),
-    }
-    return cid.encode(), orjson.dumps(doc)
+def record(event: ShopEvent, topics: Topics) -> tuple[str, bytes, bytes]:
+    topic = topics.orders if event.topic == "orders" else topics.interactions
+    return topic, event.customer_id.encode(), orjson.dumps(event.doc)
 
 
-def history(
-    customers: int, now: int, seed: int = 7
-) -> tuple[list[tuple[str, Archetype]], list[tuple[bytes, bytes]]]:
-    rng = random.Random(seed)
-    people: list[tuple[str, Archetype]] = []
-    events: list[tuple[int, bytes, bytes]] = []
-    weights = [a.share for a in ARCHETYPES]
-    for n in range(customers):
-        arche = rng.choices(ARCHETYPES, weights)[0]
-        cid = f"c-{n:05d}"
-        people.append((cid, arche))
-        end = now - arche.lapsed_days * DAY_MS
-        if arche.orders_per_year == 0:
-            times = [now - rng.randrange(1, 360) * DAY_MS]
-        else:
-            times, t = [], now - 360 * DAY_MS + rng.randrange(0, 60) * DAY_MS
-            while t < end:
-                times.append(t)
-                t += int(rng.expovariate(arche.orders_per_year / 365) * DAY_MS) + DAY_MS
-        for at in times:
-            key, value = _order(cid, at, rng.randint(*arche.amount), rng)
-            events.append((at, key, value))
-    events.sort(key=lambda e: e[0])
-    return people, [(k, v) for _, k, v in events]
-
-
-def live_orders(
-    people: list[tuple[str, Archetype]], seed: int = 11
-) -> Iterator[tuple[bytes, bytes]]:
-    """Endless live traffic: the active archetypes buy, and brand-new customers arrive."""
-    rng = random.Random(seed)
-    active = [(cid, a) for cid, a in people if a.name in ("loyal", "whale")]
-    weights = [a.orders_per_year for _, a in active]
-    newcomer = len(people)
-    while True:
-        if rng.random() < 0.1 or not active:
-            cid, amount = f"c-{newcomer:05d}", rng.randint(200, 2000)
-            newcomer += 1
-        else:
-            cid, arche = rng.choices(active, weights)[0]
-            amount = rng.randint(*arche.amount)
-        yield _order(cid, wall_ms(), amount, rng)
+def due(timeline: Iterator[ShopEvent], pending: list[ShopEvent], clock: int) -> list[ShopEvent]:
+    """The events at or before ``clock``; the first one past it waits in ``pending``."""
+    out = [e for e in pending if e.at <= clock]
+    if len(out) < len(pending):
+        return out
+    pending.clear()
+    for event in timeline:
+        if event.at > clock:
+            pending.append(event)
+            break
+        out.append(event)
+    return out
 
 
 def _table(
-    counts: dict[str, int], names: dict[str, str], stats: dict[str, int], elapsed: float
+    counts: dict[str, int],
+    names: dict[str, str],
+    stats: dict[str, int],
+    shop_clock: int,
+    customers: int,
 ) -> Table:
-    table = Table(title=f"rfm demo: live segment counts ({elapsed:.0f}s)")
+    day = (iso_ms(shop_clock) or "")[:10]
+    table = Table(title=f"rfm demo: {customers:,} customers, shop day {day}")
     table.add_column("segment")
     table.add_column("name")
     table.add_column("customers", justify="right")
@@ -130,36 +119,70 @@ def _table(
     return table
 
 
-async def _run(settings: Settings, customers: int, rate: float, duration: float) -> None:
+async def claim(settings: Settings, ns: Namespace, run: Plan) -> None:
+    """Make ``ns`` the demo's: empty, or left by an earlier demo (then reset); anything else
+    is someone's data and is refused."""
+    client = connect(settings.redis_url, cluster=settings.redis_cluster)
+    try:
+        marked = await client.exists(f"{ns.key_prefix}{MARKER}")
+        contents = await survey(settings, ns)
+        if not contents.empty and not marked:
+            raise NamespaceError(
+                f"namespace {ns.name!r} holds data the demo did not write ({contents.keys} "
+                f"keys, {len(contents.topics)} topics): choose another with --namespace, or "
+                f"remove it with `rfm reset --namespace {ns.name}`"
+            )
+        if not contents.empty:
+            if contents.active:
+                raise NamespaceError(
+                    f"a demo (or a worker) is still running in namespace {ns.name!r} "
+                    f"(consumer groups {', '.join(contents.active)}); stop it first, or "
+                    "give this one another --namespace"
+                )
+            await reset(settings, ns)
+        doc = {
+            "customers": run.shop.customers,
+            "seed": run.shop.seed,
+            "start": run.shop.start,
+            "history_days": run.shop.history_days,
+            "pace_ms": run.pace_ms,
+        }
+        await client.set(f"{ns.key_prefix}{MARKER}", orjson.dumps(doc))
+    finally:
+        await client.aclose()
+
+
+async def _run(settings: Settings, run: Plan, duration: float) -> None:
     await ensure_topics(settings)
     topics = Topics(settings.topic_prefix)
     store = open_store(settings)
     await store.check_layout()
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     names = {r.id: f"{r.name.en} / {r.name.get('zh-TW')}" for r in scheme.rules}
-    people, backfill = history(customers, wall_ms())
-    started = time.monotonic()
+    customers = run.shop.customers
+    timeline = run.shop.timeline()
+    pending: list[ShopEvent] = []
     async with KafkaPublisher(settings) as publisher:
-        for start in range(0, len(backfill), 5000):
-            await publisher.publish(
-                [(topics.orders, k, v) for k, v in backfill[start : start + 5000]]
-            )
-        traffic = live_orders(people, seed=wall_ms())  # fresh event ids on every run
-        with Live(_table({}, names, {}, 0), refresh_per_second=2) as live:
+        history = due(timeline, pending, run.shop.start)
+        for start in range(0, len(history), BATCH):
+            await publisher.publish([record(e, topics) for e in history[start : start + BATCH]])
+        print(f"back-filled {len(history):,} events of {customers:,} customers up to shop day "
+              f"{(iso_ms(run.shop.start) or '')[:10]}; the shop clock now runs at "
+              f"{run.pace_ms / DAY_MS:g} days a second", flush=True)  # fmt: skip
+        started = time.monotonic()
+        draw = _table({}, names, {}, run.shop.start, customers)
+        with Live(draw, refresh_per_second=2) as live:
             next_draw = 0.0
             while duration <= 0 or time.monotonic() - started < duration:
                 tick = time.monotonic()
-                burst = max(1, int(rate / 10))
-                await publisher.publish([(topics.orders, *next(traffic)) for _ in range(burst)])
+                clock = run.clock(tick - started, wall_ms())
+                events = due(timeline, pending, clock)
+                for start in range(0, len(events), BATCH):
+                    batch = events[start : start + BATCH]
+                    await publisher.publish([record(e, topics) for e in batch])
                 if tick >= next_draw:
-                    live.update(
-                        _table(
-                            await store.counts(),
-                            names,
-                            await store.stats(),
-                            time.monotonic() - started,
-                        )
-                    )
+                    counts, stats = await store.counts(), await store.stats()
+                    live.update(_table(counts, names, stats, clock, customers))
                     next_draw = tick + 1.0
                 await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
     await store.redis.aclose()
@@ -193,42 +216,67 @@ def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Child:
     return Child(f"rfm {args[0]}", argv, env, log_path).start()
 
 
-def run_demo(settings: Settings, customers: int, rate: float, duration: float) -> None:
-    """Stack, worker, API + dashboard, campaigns with a local webhook receiver, traffic."""
+def run_demo(
+    settings: Settings,
+    customers: int,
+    *,
+    namespace: str = "demo",
+    pace_ms: int = DAY_MS // 4,
+    duration: float = 0.0,
+    seed: int = 7,
+) -> None:
+    """Stack, worker, API + dashboard, campaigns with a local webhook receiver, traffic, all
+    in ``namespace``. Raises ``NamespaceError`` for a namespace that is not the demo's."""
     from stream import stack
 
-    stack.up()
+    ns = Namespace(namespace)
+    defaults = Settings()
+    if (settings.kafka_bootstrap, settings.redis_url) == (
+        defaults.kafka_bootstrap,
+        defaults.redis_url,
+    ):
+        stack.up()  # the local stack serves exactly the default addresses
     tmp = Path(tempfile.gettempdir())
-    env = dict(os.environ)
-    if "RFM_CONFIG" not in env:
-        cfg = tmp / "rfm-demo.toml"
-        # fast cadences so the demo shows thresholds, CLV and churn moving within a minute
-        cfg.write_text(
-            '[scoring]\nrefresh_interval = "5s"\n'
-            '[prediction]\nfit_interval = "30s"\nchurn_threshold = 0.3\n',
-            encoding="utf-8",
-        )
-        env["RFM_CONFIG"] = str(cfg)
-        settings = replace(settings, scoring=replace(settings.scoring, refresh_interval_s=5.0))
+    cfg = tmp / f"rfm-{ns.name}.toml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    # the children's environment, and this process's settings read from exactly that
+    env = {k: v for k, v in os.environ.items() if k not in ("RFM_CONFIG", "RFM_GROUP_ID")}
+    env.update(ns.env)
+    env.update({"RFM_CONFIG": str(cfg), "PYTHONUNBUFFERED": "1"})
+    settings = load_settings(env)
+    run = plan(customers, pace_ms, duration, seed, wall_ms())
+    asyncio.run(claim(settings, ns, run))
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     hook = f"http://127.0.0.1:{receiver.server_address[1]}/rfm/webhook"
     example = resources.files("consumers.campaigns").joinpath("example.toml").read_text("utf-8")
-    rules = tmp / "rfm-demo-campaigns.toml"
+    rules = tmp / f"rfm-{ns.name}-campaigns.toml"
     rules.write_text(example.replace("http://127.0.0.1:8765/rfm/webhook", hook), "utf-8")
     port = _free_port(8080)
+    logs = tmp / f"rfm-{ns.name}"
     children = [
-        _spawn(["worker"], env, tmp / "rfm-demo-worker.log"),
-        _spawn(["api", "--port", str(port)], env, tmp / "rfm-demo-api.log"),
-        _spawn(["campaigns", "--rules", str(rules)], env, tmp / "rfm-demo-campaigns.log"),
+        _spawn(["worker"], env, Path(f"{logs}-worker.log")),
+        _spawn(["api", "--port", str(port)], env, Path(f"{logs}-api.log")),
+        _spawn(["campaigns", "--rules", str(rules)], env, Path(f"{logs}-campaigns.log")),
     ]
     print(f"dashboard: http://127.0.0.1:{port}/")
-    print(f"logs: {tmp}/rfm-demo-{{worker,api,campaigns}}.log; webhooks go to {hook}")
+    print(f"logs: {logs}-{{worker,api,campaigns}}.log; webhooks go to {hook}")
+    print(
+        f"namespace {ns.name}: topics {ns.topic_prefix}*, Redis keys {ns.key_prefix}*. "
+        "To point other rfm commands at it:\n"
+        f"  export RFM_TOPIC_PREFIX={ns.topic_prefix} RFM_KEY_PREFIX={ns.key_prefix} "
+        f"RFM_CONFIG={cfg}\n"
+        f"To remove it once the demo stopped: rfm reset --namespace {ns.name}",
+        flush=True,
+    )
     try:
-        asyncio.run(_run(settings, customers, rate, duration))
+        asyncio.run(_run(settings, run, duration))
     except KeyboardInterrupt:
         pass
     finally:
         stop_all(children)
         receiver.shutdown()
-        print("\ndemo stopped; the stack keeps running (`rfm stack down` stops it)")
+        print(
+            f"\ndemo stopped; namespace {ns.name} keeps its data (`rfm reset --namespace "
+            f"{ns.name}` removes it), the stack keeps running (`rfm stack down` stops it)"
+        )

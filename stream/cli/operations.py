@@ -1,4 +1,5 @@
-"""`rfm refresh` and `rfm fit`: work that normally runs on its own, forced now."""
+"""`rfm refresh` and `rfm fit`: work that normally runs on its own, forced now; `rfm reset`:
+a namespace's keys, topics and consumer groups removed."""
 
 from __future__ import annotations
 
@@ -97,3 +98,58 @@ def _instant(option: str, text: str) -> int:
     if parsed.tzinfo is None:
         raise click.BadParameter("needs a UTC offset, e.g. 1997-09-30T00:00:00Z", param_hint=option)
     return int(parsed.timestamp() * 1000)
+
+
+@main.command("reset")
+@click.option(
+    "--namespace",
+    "name",
+    required=True,
+    help="The namespace NAME: topics NAME.*, Redis keys NAME:*, consumer groups NAME.*.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset_cmd(name: str, yes: bool) -> None:
+    """Remove a namespace: its Redis keys, Kafka topics and consumer groups (refused while
+    a worker or consumer of it runs)."""
+    from stream.namespace import Namespace, NamespaceError, reset, survey
+
+    try:
+        ns = Namespace(name)
+    except NamespaceError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = settings_or_exit()
+    found = asyncio.run(survey(settings, ns))
+    if found.active:
+        busy = ", ".join(f"{g} ({n} members)" for g, n in found.active.items())
+        raise click.ClickException(
+            f"namespace {name!r} is in use (consumer groups {busy}): stop its workers, "
+            "demo or campaign consumer first; nothing removed"
+        )
+    if found.empty:
+        click.echo(f"namespace {name!r} is empty: nothing to remove")
+        return
+    click.echo(
+        f"namespace {name!r} on {settings.kafka_bootstrap} and {_redis_host(settings.redis_url)}:"
+        f" {found.keys:,} Redis keys under {ns.key_prefix!r}, {len(found.topics)} topics under "
+        f"{ns.topic_prefix!r}, consumer groups: {', '.join(found.groups) or 'none'}"
+    )
+    if ns.holds(settings):
+        click.echo("this is the namespace your settings point at (RFM_TOPIC_PREFIX/RFM_KEY_PREFIX)")
+    if not yes:
+        click.confirm("Remove all of it for good?", abort=True)
+    try:
+        removed = asyncio.run(reset(settings, ns))
+    except NamespaceError as exc:
+        raise click.ClickException(f"{exc}; nothing removed") from None
+    click.echo(
+        f"removed namespace {name!r}: {removed.keys:,} keys, {len(removed.topics)} topics, "
+        f"{len(removed.groups)} consumer groups"
+    )
+
+
+def _redis_host(url: str) -> str:
+    """The URL without credentials, for the confirmation line."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"redis {parts.hostname or parts.path}:{parts.port or 6379}"

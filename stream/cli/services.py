@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from stream.cli.group import main, settings_or_exit
-from stream.config import ConfigError
+from stream.config import ConfigError, parse_duration
 
 
 @main.command()
@@ -27,14 +27,50 @@ def worker(loglevel: str) -> None:
 
 
 @main.command()
-@click.option("--customers", default=2000, show_default=True)
-@click.option("--rate", default=200.0, show_default=True, help="Live events per second.")
+@click.option(
+    "--customers",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="The shop's population: exactly this many customer ids, ever.",
+)
+@click.option(
+    "--namespace",
+    default="demo",
+    show_default=True,
+    help="Topic prefix NAME. and key prefix NAME: of everything the demo writes.",
+)
+@click.option(
+    "--pace",
+    default="6h",
+    show_default=True,
+    help="Shop time per wall-clock second (e.g. 1h, 6h, 1d), until the shop reaches today.",
+)
 @click.option("--duration", default=0.0, help="Stop after this many seconds (0 = until Ctrl-C).")
-def demo(customers: int, rate: float, duration: float) -> None:
-    """Stack + worker + api + campaigns + synthetic traffic; prints the dashboard URL."""
+@click.option("--seed", default=7, show_default=True, help="The shop's random seed.")
+def demo(customers: int, namespace: str, pace: str, duration: float, seed: int) -> None:
+    """Stack + worker + api + campaigns + a simulated shop, in a namespace of its own;
+    prints the dashboard URL."""
     from stream.demo import run_demo
+    from stream.namespace import NamespaceError
 
-    run_demo(settings_or_exit(), customers=customers, rate=rate, duration=duration)
+    try:
+        pace_ms = int(parse_duration("--pace", pace) * 1000)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if pace_ms < 1000:
+        raise click.UsageError(f"--pace: at least 1s of shop time a second, got {pace!r}")
+    try:
+        run_demo(
+            settings_or_exit(),
+            customers,
+            namespace=namespace,
+            pace_ms=pace_ms,
+            duration=duration,
+            seed=seed,
+        )
+    except NamespaceError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
