@@ -86,6 +86,13 @@ def test_non_finite_numbers_rejected(value: float) -> None:
         "0x10",
         "1_000",
         "59.90 TWD",
+        "1.2.3",
+        "5.-1",
+        "- 5",
+        "\u0661\u0662",  # Arabic-Indic digits: isdigit() and int() take them
+        "\uff11.00",  # a full-width 1
+        "\u00b2",  # superscript two
+        "1.\u0665",
         None,
         True,
         False,
