@@ -1,9 +1,11 @@
 """`rfm import`: publish historical events from JSONL or CSV to the input topics.
 
-JSONL lines are published byte-for-byte (the worker validates and dead-letters, so there
-is one place that decides what is bad input); CSV rows are mapped to SPEC events through
-column options, or, for a storefront's own order export, by its preset (stream.exports).
-Keys are the customer id, so a customer's history stays in order.
+Every line is first checked with the worker's own parser (``stream.core.events``, with the
+store settings), so what the worker would dead-letter is reported here, by line number,
+before anything is produced. Lines that pass are published byte-for-byte (JSONL) or as the
+SPEC event their CSV row maps to through column options; a storefront's own order export is
+mapped by its preset (stream.exports). Keys are the customer id the parser read, so a
+customer's history stays in order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import orjson
 
+from stream.config import StoreSettings
+from stream.core.events import InteractionEvent, OrderEvent, Rejected
 from stream.exports import Outcome, Published, Row
 from stream.kafka import KafkaPublisher
 
@@ -31,6 +35,11 @@ ORDER_COLUMNS = (
     "full",
 )
 INTERACTION_COLUMNS = ("event_id", "type", "customer_id", "kind", "channel", "occurred_at")
+SHOWN_REJECTS = 100  # reasons kept for the report; the rest are only counted
+
+# (line number, event bytes, bytes of the file it stands for); empty bytes: a blank line
+Line = tuple[int, bytes, int]
+Parse = Callable[[bytes, StoreSettings, int], OrderEvent | InteractionEvent]
 
 
 @dataclass(frozen=True)
@@ -41,35 +50,87 @@ class CsvMapping:
     defaults: Mapping[str, str] = field(default_factory=dict)
 
 
-def _key_of(line: bytes) -> bytes | None:
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    cid = doc.get("customer_id") if isinstance(doc, dict) else None
-    return cid.encode("utf-8") if isinstance(cid, str) else None
+@dataclass
+class Check:
+    """What the parser said of a file's lines: each event's key (``None`` where the line was
+    rejected), in file order, and the rejects: the first ``SHOWN_REJECTS`` with their
+    reasons, all of them counted. Keys only, not the lines: a large file is read again to
+    publish, and a customer's key is one object however many lines it has."""
+
+    keys: list[bytes | None] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    rejects: int = 0
+
+    @property
+    def events(self) -> int:
+        return len(self.keys) - self.rejects
 
 
-def jsonl_records(path: Path) -> Iterator[tuple[bytes | None, bytes, int]]:
-    """(key, value, bytes consumed) per non-empty line."""
-    with path.open("rb") as fh:
-        for line in fh:
-            size = len(line)
-            line = line.strip()
-            if line:
-                yield _key_of(line), line, size
-            # blank lines still advance the progress bar
-            elif size:
-                yield None, b"", size
+def check_lines(
+    lines: Iterable[Line],
+    parse: Parse,
+    store: StoreSettings,
+    now_ms: int,
+    progress: Callable[[int], None] = lambda n: None,
+    chunk: int = 5000,
+) -> Check:
+    """Parse every line once, as the worker would at ``now_ms`` (its wall clock)."""
+    out = Check()
+    interned: dict[str, bytes] = {}
+    consumed = 0
+    for n, (line, value, size) in enumerate(lines, 1):
+        consumed += size
+        if n % chunk == 0:
+            progress(consumed)
+            consumed = 0
+        if not value:
+            continue
+        try:
+            cid = parse(value, store, now_ms).customer_id
+        except Rejected as exc:
+            out.keys.append(None)
+            out.rejects += 1
+            if len(out.rejected) < SHOWN_REJECTS:
+                out.rejected.append((line, str(exc)))
+            continue
+        key = interned.get(cid)
+        if key is None:
+            key = interned[cid] = cid.encode("utf-8")
+        out.keys.append(key)
+    progress(consumed)
+    return out
 
 
-def csv_records(
-    path: Path, kind: str, mapping: CsvMapping
+def checked_records(
+    lines: Iterable[Line], check: Check
 ) -> Iterator[tuple[bytes | None, bytes, int]]:
+    """The same lines read again as (key, value, size), a rejected one as a blank (its
+    bytes still count for the progress bar)."""
+    keys = iter(check.keys)
+    for _, value, size in lines:
+        key = next(keys) if value else None
+        yield key, value if key is not None else b"", size
+
+
+def jsonl_lines(path: Path) -> Iterator[Line]:
+    """Each line of a JSONL file, stripped; blank ones stay (they count for progress)."""
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            yield n, line.strip(), len(line)
+
+
+def csv_lines(path: Path, kind: str, mapping: CsvMapping) -> Iterator[Line]:
+    """Each CSV row as the SPEC event its columns map to, numbered by the row's first line."""
     fields = ORDER_COLUMNS if kind == "orders" else INTERACTION_COLUMNS
     with path.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        line = reader.line_num
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not cells:
+                continue  # a blank line
+            row = dict(zip(header, cells, strict=False))
             doc: dict[str, object] = {}
             for name in fields:
                 column = mapping.columns.get(name, name)
@@ -92,10 +153,8 @@ def csv_records(
                 doc["event_id"] = (
                     "imp-" + hashlib.blake2b(basis.encode(), digest_size=12).hexdigest()
                 )
-            cid = doc.get("customer_id")
-            key = cid.encode("utf-8") if isinstance(cid, str) else None
-            value = orjson.dumps(doc)
-            yield key, value, len(value)
+            event = orjson.dumps(doc)
+            yield start, event, len(event)
 
 
 def _named(header: list[str], renamed: Mapping[str, str]) -> list[str]:

@@ -134,9 +134,11 @@ class WorkerProcess(Child):
         super().__init__("worker", argv, env, log)
 
 
-def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:
-    """Run the real CLI in ``iso``'s deployment; fail with its output if it fails."""
-    done = subprocess.run(
+def rfm_run(
+    iso: Any, config: Path | None, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in ``iso``'s deployment, whatever its exit code."""
+    return subprocess.run(
         [sys.executable, "-m", "stream.cli", *args],
         env=iso.process_env(config),
         capture_output=True,
@@ -144,6 +146,11 @@ def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:
         timeout=timeout,
         check=False,
     )
+
+
+def rfm(iso: Any, config: Path | None, *args: str, timeout: float = 240) -> str:
+    """Run the real CLI in ``iso``'s deployment; fail with its output if it fails."""
+    done = rfm_run(iso, config, *args, timeout=timeout)
     assert done.returncode == 0, f"rfm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

@@ -1,18 +1,22 @@
-"""`rfm import` against a real broker: every line published once, byte-for-byte, each key in
-the partition aiokafka's `send` puts it in (the worker and every other producer rely on that),
+"""`rfm import` against a real broker: every line checked with the worker's parser first (a
+file with a rejected line publishes nothing and exits non-zero, unless --skip-rejects, which
+publishes exactly the good lines), then published once, byte-for-byte, each key in the
+partition aiokafka's `send` puts it in (the worker and every other producer rely on that),
 a customer's events in file order; CSV rows mapped and keyed the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 
 import orjson
 import pytest
 
+from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
 from tests.conftest import Isolated
-from tests.support import produce, read_topic, rfm
+from tests.support import produce, read_topic, rfm, rfm_run
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +32,8 @@ def customers(rng: random.Random) -> list[str]:
 
 def test_jsonl_lands_where_aiokafka_puts_each_key_in_file_order(isolated: Isolated) -> None:
     rng = random.Random(20261123)
-    ids = customers(rng)
-    lines = [
+    ids = [cid for cid in customers(rng) if len(cid) <= 128]  # longer ones the worker refuses
+    good = [
         orjson.dumps(
             {
                 "event_id": f"e{i}",
@@ -43,20 +47,40 @@ def test_jsonl_lands_where_aiokafka_puts_each_key_in_file_order(isolated: Isolat
         )
         for i in range(6000)
     ]
-    keyless = [b"not json", b'{"event_id":"no-customer"}', b'{"customer_id":42}']
-    for line in keyless:
+    lines = list(good)
+    bad = [
+        b"not json",
+        b'{"event_id":"no-customer"}',
+        b'{"customer_id":42}',
+        orjson.dumps({**orjson.loads(good[0]), "event_id": "x1", "channel": "shopify"}),
+        orjson.dumps({**orjson.loads(good[1]), "event_id": "x2", "currency": "USD"}),
+    ]
+    for line in bad:
         lines.insert(rng.randrange(len(lines)), line)
     path = isolated.tmp / "orders.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n\n   \n")  # blank lines are skipped
-
-    out = rfm(isolated, None, "import", str(path), "--kind", "orders")
-    assert f"published {len(lines)} events" in out
-
     settings = isolated.settings()
     topics = Topics(settings.topic_prefix)
+    asyncio.run(ensure_topics(settings))
+
+    # one rejected line: nothing is published, and every reject is named by its line
+    refused = rfm_run(isolated, None, "import", str(path), "--kind", "orders")
+    assert refused.returncode != 0, refused.stdout
+    assert read_topic(settings, topics.orders) == []
+    assert "published" not in refused.stdout.replace("nothing published", "")
+    numbered = [line for line in refused.stderr.splitlines() if line.startswith("line ")]
+    assert [int(line.split(":")[0].split()[1]) for line in numbered] == [
+        n for n, line in enumerate(lines, 1) if line in bad
+    ]
+    assert any("unknown channel 'shopify' (allowed: online, pos, app" in x for x in numbered)
+    assert "nothing published: 5 of 6005 lines rejected" in refused.stderr
+
+    # --skip-rejects: exactly the good lines, and the summary counts only those
+    out = rfm(isolated, None, "import", str(path), "--kind", "orders", "--skip-rejects")
+    assert f"published {len(good)} events" in out and "skipped 5 of 6005 lines rejected" in out
     got = read_topic(settings, topics.orders)
-    assert sorted(m.value for m in got) == sorted(lines)
-    assert sorted(m.value for m in got if m.key is None) == sorted(keyless)
+    assert sorted(m.value for m in got) == sorted(good)
+    assert all(m.key is not None for m in got)
 
     # where aiokafka's own send puts the same keys (same partition count: both ours)
     keys = sorted({m.key for m in got if m.key is not None})
@@ -70,10 +94,8 @@ def test_jsonl_lands_where_aiokafka_puts_each_key_in_file_order(isolated: Isolat
 
     # each customer's events are in the partition in file order
     want: dict[bytes, list[bytes]] = defaultdict(list)
-    for line in lines:
-        cid = orjson.loads(line).get("customer_id") if line.startswith(b"{") else None
-        if isinstance(cid, str):
-            want[cid.encode()].append(line)
+    for line in good:
+        want[orjson.loads(line)["customer_id"].encode()].append(line)
     seen: dict[bytes, list[bytes]] = defaultdict(list)
     for m in sorted(got, key=lambda m: (m.partition, m.offset)):
         if m.key is not None:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from stream.config import Settings
 
 if TYPE_CHECKING:
     from stream.exports.accounts import Accounts
+    from stream.importer import Line
 
 
 @main.command("import")
@@ -68,7 +69,8 @@ if TYPE_CHECKING:
 @click.option(
     "--skip-rejects",
     is_flag=True,
-    help="With --preset: publish the orders that map even when others are rejected.",
+    help="Publish the lines that pass the check even when others are rejected (without it, "
+    "one rejected line and nothing is published).",
 )
 def import_(
     file: Path,
@@ -82,9 +84,11 @@ def import_(
     customers_file: Path | None,
     skip_rejects: bool,
 ) -> None:
-    """Publish CSV/JSONL history to Kafka (JSONL of SPEC events needs no options)."""
-    from stream.importer import CsvMapping, csv_records, jsonl_records
-    from stream.kafka.topics import Topics
+    """Publish CSV/JSONL history to Kafka (JSONL of SPEC events needs no options).
+
+    Every line is checked with the worker's parser first; a rejected line is reported by its
+    number and reason, and then nothing is published unless --skip-rejects."""
+    from stream.importer import CsvMapping, csv_lines, jsonl_lines
 
     settings = settings_or_exit()
 
@@ -131,15 +135,66 @@ def import_(
         mapping = CsvMapping(
             mapping.columns, {"currency": settings.store.currency, **mapping.defaults}
         )
-    records = jsonl_records(file) if fmt == "jsonl" else csv_records(file, kind, mapping)
+
+    def lines() -> Iterator[Line]:
+        return jsonl_lines(file) if fmt == "jsonl" else csv_lines(file, kind, mapping)
+
+    _import_lines(settings, file, kind, lines, skip_rejects)
+
+
+def _import_lines(
+    settings: Settings,
+    file: Path,
+    kind: str,
+    lines: Callable[[], Iterator[Line]],
+    skip_rejects: bool,
+) -> None:
+    """Check every line of ``lines()`` with the worker's parser, then publish the good ones
+    (reading the file again) only when none was rejected, or --skip-rejects says so."""
+    from stream.core.events import parse_interaction, parse_order
+    from stream.importer import check_lines, checked_records
+    from stream.kafka.topics import Topics
+
     topics = Topics(settings.topic_prefix)
     topic = topics.orders if kind == "orders" else topics.interactions
+    parse = parse_order if kind == "orders" else parse_interaction
+    size = file.stat().st_size
     started = time.perf_counter()
-    sent = _publish(settings, f"{file.name} -> {topic}", topic, records, file.stat().st_size)
+    now = int(time.time() * 1000)
+    with _bar(f"checking {file.name}", size) as advance:
+        check = check_lines(lines(), parse, settings.store, now, advance)
+    _show_rejects(check.rejected, check.rejects)
+    skipped = f"{check.rejects} of {len(check.keys)} lines rejected"
+    if check.rejects and not skip_rejects:
+        raise click.ClickException(
+            f"nothing published: {skipped} (--skip-rejects publishes the other {check.events})"
+        )
+    records = checked_records(lines(), check)
+    sent = _publish(settings, f"{file.name} -> {topic}", topic, records, size)
     took = time.perf_counter() - started
-    click.echo(
-        f"published {sent} events to {topic} in {took:.1f}s ({sent / max(took, 1e-9):,.0f}/s)"
-    )
+    summary = f"published {sent} events to {topic} in {took:.1f}s ({sent / max(took, 1e-9):,.0f}/s)"
+    click.echo(summary + (f"; skipped {skipped}" if check.rejects else ""))
+
+
+def _show_rejects(rejected: Iterable[tuple[int, str]], count: int) -> None:
+    """``line N: reason`` for the rejects kept (the first 100), then how many more."""
+    shown = 0
+    for line, reason in rejected:
+        click.echo(f"line {line}: {reason}", err=True)
+        shown += 1
+    if count > shown:
+        click.echo(f"... and {count - shown} more", err=True)
+
+
+@contextlib.contextmanager
+def _bar(label: str, total: int, *, in_bytes: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar of ``total`` (bytes read, else events); yields how to advance it."""
+    from rich.progress import BarColumn, Progress, TransferSpeedColumn
+
+    speed = (TransferSpeedColumn(),) if in_bytes else ()
+    with Progress(*Progress.get_default_columns(), BarColumn(), *speed) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _publish(
@@ -152,20 +207,14 @@ def _publish(
     in_bytes: bool = True,
 ) -> int:
     """Publish ``records`` under a progress bar of ``total`` (bytes read, else events)."""
-    from rich.progress import BarColumn, Progress, TransferSpeedColumn
-
     from stream.importer import publish_records
     from stream.kafka import KafkaPublisher, ensure_topics
 
     async def run() -> int:
         await ensure_topics(settings)
-        speed = (TransferSpeedColumn(),) if in_bytes else ()
-        with Progress(*Progress.get_default_columns(), BarColumn(), *speed) as bar:
-            task = bar.add_task(label, total=total)
+        with _bar(label, total, in_bytes=in_bytes) as advance:
             async with KafkaPublisher(settings) as publisher:
-                return await publish_records(
-                    publisher, topic, records, lambda n: bar.advance(task, n)
-                )
+                return await publish_records(publisher, topic, records, advance)
 
     return asyncio.run(run())
 
@@ -187,7 +236,7 @@ def _import_export(
     from stream.collect.outgoing import MappingContext
     from stream.exports import PRESETS, Outcome, Tally, outcomes
     from stream.exports.cells import zone
-    from stream.importer import export_header, export_rows, outcome_records
+    from stream.importer import SHOWN_REJECTS, export_header, export_rows, outcome_records
     from stream.kafka.topics import Topics
 
     preset = PRESETS[name]
@@ -227,11 +276,7 @@ def _import_export(
     tally = Tally()
     for outcome in mapped():
         tally.add(outcome)
-    shown = 100
-    for rejected in tally.rejected[:shown]:
-        click.echo(f"line {rejected.line}: {rejected.reason}", err=True)
-    if len(tally.rejected) > shown:
-        click.echo(f"... and {len(tally.rejected) - shown} more", err=True)
+    _show_rejects(((r.line, r.reason) for r in tally.rejected[:SHOWN_REJECTS]), len(tally.rejected))
     if tally.rejected and not skip_rejects:
         raise click.ClickException(
             f"nothing published: {tally.summary()} (--skip-rejects publishes the rest)"

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from stream.config import Settings
-from stream.importer import jsonl_records, publish_records
+from stream.importer import publish_records
 from stream.kafka import BatchSender, KafkaPublisher, KeyPartitioner
 
 PARTITION_COUNTS = (1, 2, 3, 6, 7, 12, 31, 100, 1000)
@@ -107,33 +106,6 @@ def test_a_partition_list_is_sorted_as_aiokafka_sorts_it() -> None:
 def test_records_without_a_key_go_to_some_partition() -> None:
     partition_of = KeyPartitioner(range(6))
     assert {partition_of(None) for _ in range(500)} == set(range(6))
-
-
-def test_jsonl_keys_are_the_customer_id_and_lines_stay_byte_for_byte(tmp_path: Path) -> None:
-    lines = [
-        b'{"customer_id":"c1","event_id":"e1"}',
-        b'  {"customer_id": "\\u9867\\u5ba2", "x": 1}  ',
-        b"",
-        b'{"event_id":"no-customer"}',
-        b'{"customer_id":42}',
-        b"not json",
-        b'["customer_id","c1"]',
-        b'{"meta":{"customer_id":"nested"}}',
-    ]
-    path = tmp_path / "in.jsonl"
-    path.write_bytes(b"\n".join(lines) + b"\n")
-    got = list(jsonl_records(path))
-    assert [(k, v) for k, v, _ in got] == [
-        (b"c1", lines[0]),
-        ("顧客".encode(), lines[1].strip()),
-        (None, b""),
-        (None, lines[3]),
-        (None, lines[4]),
-        (None, lines[5]),
-        (None, lines[6]),
-        (None, lines[7]),
-    ]
-    assert sum(n for _, _, n in got) == path.stat().st_size
 
 
 class FakeBatch:
