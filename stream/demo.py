@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 from rich.live import Live
@@ -211,6 +212,18 @@ def _free_port(preferred: int) -> int:
             return int(probe.getsockname()[1])
 
 
+def _answering(settings: Settings) -> bool:
+    """Kafka and Redis accept connections already (a local stack, or one someone runs)."""
+    redis = urlsplit(settings.redis_url)
+    kafka_host, _, kafka_port = settings.kafka_bootstrap.partition(",")[0].rpartition(":")
+    for host, port in ((kafka_host, int(kafka_port)), (redis.hostname, redis.port or 6379)):
+        try:
+            socket.create_connection((host or "127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+    return True
+
+
 def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Child:
     argv = [sys.executable, "-m", "stream.cli", *args]
     return Child(f"rfm {args[0]}", argv, env, log_path).start()
@@ -231,10 +244,8 @@ def run_demo(
 
     ns = Namespace(namespace)
     defaults = Settings()
-    if (settings.kafka_bootstrap, settings.redis_url) == (
-        defaults.kafka_bootstrap,
-        defaults.redis_url,
-    ):
+    local = (settings.kafka_bootstrap, settings.redis_url)
+    if local == (defaults.kafka_bootstrap, defaults.redis_url) and not _answering(settings):
         stack.up()  # the local stack serves exactly the default addresses
     tmp = Path(tempfile.gettempdir())
     cfg = tmp / f"rfm-{ns.name}.toml"
