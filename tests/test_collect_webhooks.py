@@ -125,6 +125,9 @@ def test_webhooks_change_customers_as_the_same_spec_events_do(
     woo("order.created", woocommerce_order(501, 42, "880.00", t1), 1)
     refunds = ((77, "100.00"),)
     woo("order.updated", woocommerce_order(501, 42, "880.00", t1, "completed", t2, refunds), 2)
+    # a later save (a note, past the repeat horizon of the payment) lists the refund again,
+    # undated: the collector sent it once and sends nothing now
+    woo("order.updated", woocommerce_order(501, 42, "880.00", t1, "completed", t3, refunds), 0)
     woo("order.created", woocommerce_order(502, 43, "65.00", t2), 1)
     woo("order.updated", woocommerce_order(502, 43, "65.00", t2, "cancelled", t3), 2)
     for events in (1, 0, 0):
@@ -149,6 +152,7 @@ def test_webhooks_change_customers_as_the_same_spec_events_do(
     once = ["shopify:lanyu:1004:paid", "shopline:hill:1004:paid", "woocommerce:harbour:503:paid"]
     written = [r.get("event_id") for r in input_records(isolated)]
     assert [written.count(event_id) for event_id in once] == [1, 1, 1], "a redelivery was written"
+    assert written.count("woocommerce:harbour:501:refund:77") == 1, "an undated repeat was written"
     for platform in SHOPS:
         assert server.metric("rfm_collect_redeliveries_dropped_total", platform=platform) == 2
     for source in ("shopify", "shopline"):

@@ -31,8 +31,10 @@ from stream.collect.body import Refusal, decode_json, read_body, require_json
 from stream.collect.deliveries import Deliveries
 from stream.collect.metrics import CountRequests, Metrics
 from stream.collect.outgoing import MappingContext, Outgoing, PayloadError
+from stream.collect.pipelined import Pipelined
 from stream.collect.platforms import PLATFORMS, Platform
 from stream.collect.producer import DurableProducer, Unavailable
+from stream.collect.repeats import Repeats
 from stream.collect.signature import verify_base64_hmac
 from stream.collect.submission import Problem, submitted_events
 from stream.collect.tracking import map_batch, map_track
@@ -95,7 +97,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
             socket_timeout=1,
             socket_connect_timeout=1,
         )
-    deliveries = Deliveries(redis, settings.key_prefix, collect.delivery_window_s)
+    pipelined = Pipelined(redis)
+    deliveries = Deliveries(pipelined, settings.key_prefix, collect.delivery_window_s)
+    repeats = Repeats(pipelined, settings.key_prefix)
     metrics = Metrics()
     shops = {(shop.platform, shop.domain): shop for shop in collect.shops}
 
@@ -226,9 +230,12 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
         if events is None:
             metrics.unused.labels(name).inc()
             return Json({"accepted": 0, "unused_topic": True})
+        events = await repeats.unsent(events)
         response = await produce(events, route)
-        if response.status_code == 200 and delivery is not None:
-            await deliveries.record(name, shop.name, delivery)
+        if response.status_code == 200:
+            await repeats.record(events)
+            if delivery is not None:
+                await deliveries.record(name, shop.name, delivery)
         return response
 
     async def healthz(_: Request) -> Response:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -28,8 +27,8 @@ MAX_ID_IN_KEY = 200  # longer delivery ids are hashed into the key
 
 
 class Deliveries:
-    def __init__(self, redis: Any, key_prefix: str, window_s: float) -> None:
-        self.redis = Pipelined(redis)
+    def __init__(self, redis: Pipelined, key_prefix: str, window_s: float) -> None:
+        self.redis = redis
         self.prefix = f"{key_prefix}collect:delivery:"
         self.window_ms = max(1, int(window_s * 1000))
 

@@ -46,6 +46,9 @@ class Outgoing:
     kind: Literal["orders", "interactions", "erasure"]  # which input topic
     customer_id: str  # the Kafka key
     doc: dict[str, Any]  # the JSON-ready event
+    # The platform repeats it on later saves with no date of its own (WooCommerce's
+    # ``refunds``), so no repeat horizon can hold it back: the collector remembers sending it.
+    undated: bool = False
 
 
 def identifier(value: object, field: str, limit: int = MAX_ID_LEN) -> str:

@@ -375,6 +375,21 @@ def test_woocommerce_created_then_updated_is_one_completion() -> None:
     assert again[0].doc["order_id"] == completion.doc["order_id"]
 
 
+def test_only_refunds_without_a_date_of_their_own_are_undated() -> None:
+    """WooCommerce's ``refunds`` carry no date, so no horizon can hold their repeats back:
+    they, and nothing else of any platform, ask the collector to remember them."""
+    undated = {
+        e.doc["event_id"]
+        for platform, name, topic, _ in CASES
+        for e in PLATFORMS[platform].map(topic, load(platform, name)[1], CTX) or []
+        if e.undated
+    }
+    assert undated and all(":refund:" in i and i.startswith("woocommerce:") for i in undated)
+    _, updated = load("woocommerce", "order_updated_partial_refund")
+    refunds = [e for e in mapped("woocommerce", "order.updated", updated) if e.undated]
+    assert [e.doc["type"] for e in refunds] == ["order_refunded"] * len(updated["refunds"])
+
+
 @pytest.mark.parametrize("platform", ["shopify", "shopline"])
 def test_orders_not_paid_or_nobody_to_score_give_no_events(platform: str) -> None:
     _, payload = load(platform, "orders_paid_guest")

@@ -11,7 +11,8 @@ API's order resource), so each is mapped as the order's history so far:
 
 Event ids are ``woocommerce:<shop>:<order id>:paid|refund:<id>|cancelled|refunded``, so
 the repeats are dropped by the worker. The ``refunds`` list has no dates, so a refund is
-repeated on every later save; the worker drops those within ``store.dedupe_window``.
+repeated on every later save, months later too, past the worker's ``store.dedupe_window``:
+those events are marked ``undated`` and the collector sends each once (``repeats``).
 
 WooCommerce has no webhook for a personal-data erasure (WordPress's eraser fires none), and
 ``customer.deleted`` deletes an account rather than asking to forget the buyer: no topic
@@ -20,6 +21,7 @@ maps to an erasure. Dates are the ``*_gmt`` fields: UTC written without an offse
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from stream.collect.guest import buyer_id
@@ -97,7 +99,8 @@ def _order_events(topic: str, order: dict[str, Any], ctx: MappingContext) -> lis
     for index, refund in enumerate(refunds):
         refund_id, minor = _refund_minor(refund, index, ctx.currency_decimals)
         if minor > 0:
-            out.append(placed.refunded(f"{prefix}:refund:{refund_id}", minor, saved_at))
+            refund = placed.refunded(f"{prefix}:refund:{refund_id}", minor, saved_at)
+            out.append(replace(refund, undated=True))
     closing = {"cancelled": "cancelled", "refunded": "refunded"}.get(str(status))
     if closing is not None and total > 0:
         # the order's total: the worker caps refunds at what the order counted
