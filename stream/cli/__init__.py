@@ -2,7 +2,7 @@
 
 One module per group of commands; importing them registers each on ``main``."""
 
-from stream.cli import bench, data, operations, services, stack
+from stream.cli import bench, data, dlq, operations, services, stack
 from stream.cli.group import main
 
-__all__ = ["bench", "data", "main", "operations", "services", "stack"]
+__all__ = ["bench", "data", "dlq", "main", "operations", "services", "stack"]
