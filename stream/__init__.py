@@ -3,4 +3,8 @@ current build of them exists (see ``stream.native``)."""
 
 from stream import native as _native
 
-_native.activate()
+try:
+    _native.activate()
+except _native.NativeError as exc:
+    # a setting, not a bug: one line naming it, as the CLI says every configuration error
+    raise SystemExit(f"Error: configuration error: {exc}") from None

@@ -56,7 +56,8 @@ ENV = "RFM_NATIVE"
 
 
 class NativeError(RuntimeError):
-    """RFM_NATIVE=1 and the compiled core is missing or stale."""
+    """RFM_NATIVE has a value it cannot take, or is 1 and the compiled core is missing or
+    stale: a configuration error (``import stream`` stops naming the setting)."""
 
 
 def _imported(path: Path) -> set[str]:
@@ -159,7 +160,10 @@ def activate() -> bool:
     global _finder
     wanted = os.environ.get(ENV, "")
     if wanted not in ("", "0", "1"):
-        raise NativeError(f"{ENV} must be 0, 1 or unset; got {wanted!r}")
+        raise NativeError(
+            f"{ENV}: must be 0, 1 or unset, got {wanted[:40]!r} (0: plain Python; 1: the "
+            "compiled core or stop; unset: the compiled core when its build is current)"
+        )
     if wanted == "0" or _finder is not None:
         return _finder is not None
     try:

@@ -12,10 +12,18 @@ from stream.config import ConfigError, Settings, load_settings
 
 
 def settings_or_exit() -> Settings:
+    """This process's settings, each checked as the worker checks it: the scheme setting
+    too (a preset or a valid scheme file), so no command runs on one the worker refuses."""
+    from stream.schemes import SchemeError, load_scheme
+
     try:
-        return load_settings()
+        settings = load_settings()
+        load_scheme(settings.scoring.scheme, settings.scoring.buckets)
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from None
+    except SchemeError as exc:
+        raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
+    return settings
 
 
 class _Cli(click.Group):

@@ -16,14 +16,9 @@ from stream.config import ConfigError, parse_duration
 )
 def worker(loglevel: str) -> None:
     """Run the stream processor (Faust); several may run as one consumer group."""
-    from stream.schemes import SchemeError
     from stream.worker.app import run_worker
 
-    settings = settings_or_exit()
-    try:
-        run_worker(settings, loglevel)
-    except SchemeError as exc:
-        raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
+    run_worker(settings_or_exit(), loglevel)
 
 
 @main.command()
@@ -106,13 +101,8 @@ def campaigns(rules_path: Path) -> None:
 def api(host: str, port: int) -> None:
     """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set)."""
     from consumers.api.app import run_api
-    from stream.schemes import SchemeError
 
-    settings = settings_or_exit()
-    try:
-        run_api(settings, host, port)
-    except SchemeError as exc:
-        raise click.ClickException(f"configuration error: scoring.scheme: {exc}") from None
+    run_api(settings_or_exit(), host, port)
 
 
 @main.command()

@@ -103,10 +103,16 @@ def test_a_build_is_refused_unless_it_matches_sources_interpreter_and_files(
     assert "incomplete" in str(native.unusable(good, build, pkg))
 
 
-def test_a_bad_rfm_native_value_stops_start_up_naming_it() -> None:
-    done = _python("import stream", "yes")
-    assert done.returncode != 0
-    assert "RFM_NATIVE must be 0, 1 or unset" in done.stderr
+@pytest.mark.parametrize("code", ["import stream", "from stream.cli import main; main(['export'])"])
+def test_a_bad_rfm_native_value_stops_start_up_naming_it(code: str) -> None:
+    done = _python(code, "yes")
+    assert done.returncode == 1
+    # one line, as every configuration error: the setting, its values, what was given
+    assert done.stderr.splitlines() == [
+        "Error: configuration error: RFM_NATIVE: must be 0, 1 or unset, got 'yes' (0: plain "
+        "Python; 1: the compiled core or stop; unset: the compiled core when its build is "
+        "current)"
+    ]
 
 
 def test_rfm_native_0_runs_plain_python() -> None:
