@@ -74,7 +74,7 @@ def _score(value: Any, edges: list[float]) -> int:
 
 
 def _project(score: int | None, buckets: int, scale: int) -> int | None:
-    """README: s -> 1 + round((s - 1) * (S - 1) / (B - 1)), halves rounding up."""
+    """docs/schemes.md: s -> 1 + round((s - 1) * (S - 1) / (B - 1)), halves rounding up."""
     if score is None or buckets == scale:
         return score
     return 1 + math.floor(Fraction((score - 1) * (scale - 1), buckets - 1) + Fraction(1, 2))

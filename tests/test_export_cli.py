@@ -46,7 +46,7 @@ window_days = 90
 buckets = 4
 scheme = "rfim"
 """
-# README "Operations": the columns of `rfm export --format csv`, in order.
+# docs/operations.md: the columns of `rfm export --format csv`, in order.
 COLUMNS = [
     "customer_id",
     "segment",

@@ -1,4 +1,4 @@
-"""The README is part of the contract with newcomers: keep its generated parts true."""
+"""The README and docs/ are part of the contract with newcomers: keep their generated parts true."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_preset_tables_match_the_scheme_files() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"<!-- presets:begin -->\n(.*)<!-- presets:end -->", readme, re.S)
+    schemes = (ROOT / "docs" / "schemes.md").read_text(encoding="utf-8")
+    section = re.search(r"<!-- presets:begin -->\n(.*)<!-- presets:end -->", schemes, re.S)
     assert section is not None
     assert section.group(1).strip() == presets_markdown().strip()
 
@@ -24,3 +24,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert commands == ["scripts/demo", "scripts/test"]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^exec scripts/test\b", ci, re.M)
+
+
+def test_every_link_between_the_readme_and_docs_resolves() -> None:
+    """A relative link names a file that exists (docs/getting-started.md may be added later
+    than the links to it, so it alone may be missing)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path = (page.parent / target).resolve()
+            assert path.exists() or path.name == "getting-started.md", (page.name, target)

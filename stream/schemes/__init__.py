@@ -2,7 +2,7 @@
 into the compiled ``stream.core.scheme.Scheme`` the worker classifies with, and their docs.
 
 ``load`` finds a preset or a path, ``parse`` reads the file format, ``validate`` proves the
-scheme sound (every rule reachable), ``docs`` renders the preset tables for the README.
+scheme sound (every rule reachable), ``docs`` renders the preset tables of docs/schemes.md.
 """
 
 from __future__ import annotations

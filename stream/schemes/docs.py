@@ -1,5 +1,5 @@
-"""Schemes as Markdown: the README's preset tables are generated from the files, not hand-kept
-(``tests/test_readme.py`` holds them equal)."""
+"""Schemes as Markdown: the preset tables of docs/schemes.md are generated from the files, not
+hand-kept (``tests/test_readme.py`` holds them equal)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def scheme_table_markdown(scheme: Scheme) -> str:
 
 
 def presets_markdown(buckets: int = 5) -> str:
-    """Headed tables for every preset (the generated part of the README's scheme section)."""
+    """Headed tables for every preset (the generated part of docs/schemes.md)."""
     parts: list[str] = []
     for preset in PRESETS:
         scheme = load_scheme(preset, buckets)

@@ -501,11 +501,12 @@ def test_rule_sets_group_rules_by_trigger() -> None:
     assert rules.needs_first_order
 
 
-def test_the_readme_rule_example_is_a_valid_rule_file() -> None:
-    readme = (EXAMPLE.parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Campaign actions", 1)[1]
-    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    rules = parse_rules(tomllib.loads(block), {"CAMPAIGN_WEBHOOK_SECRET": "x"}, source="README")
+def test_the_documented_rule_example_is_a_valid_rule_file() -> None:
+    page = (EXAMPLE.parents[2] / "docs" / "campaigns.md").read_text(encoding="utf-8")
+    block = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    rules = parse_rules(
+        tomllib.loads(block), {"CAMPAIGN_WEBHOOK_SECRET": "x"}, source="docs/campaigns.md"
+    )
     scheme = load_scheme("rfm-classic", 5)
     check_segments(rules, scheme.ids, scheme.id)
     assert [r.split for r in rules.rules] == ["hash", "order_value"]
