@@ -27,12 +27,11 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_every_link_between_the_readme_and_docs_resolves() -> None:
-    """A relative link names a file that exists (docs/getting-started.md may be added later
-    than the links to it, so it alone may be missing)."""
+    """A relative link names a file that exists."""
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     for page in pages:
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
             if re.match(r"[a-z]+:", target):
                 continue
             path = (page.parent / target).resolve()
-            assert path.exists() or path.name == "getting-started.md", (page.name, target)
+            assert path.exists(), (page.name, target)
