@@ -1,9 +1,13 @@
 """The Faust adapter: with ``stream.worker.faust_patches``, the only module that knows Faust.
 
-One agent consumes every input topic and hands batches to the ``Processor``; one timer
+One agent consumes every input topic and hands batches to the ``Processor``; one task
 does the periodic work (publish orphaned outbox entries, clock sweeps, threshold refresh
 under a lease). The agent acks an event only once its batch is applied, and applying
 never raises on a transient failure: it retries until the batch is applied.
+
+On SIGTERM, SIGINT or SIGHUP the worker stops taking events, ends the periodic round under
+way, lets the batch being applied finish (``DRAIN_S`` at most) so that Faust commits its
+offsets, leaves its consumer group and exits 0.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.shell.wiring import build_processor
 from stream.store.redis_store import open_store
-from stream.worker.faust_patches import AgentEvents, App
+from stream.worker.faust_patches import AgentEvents, App, Worker
 from stream.worker.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")
 BATCH_MAX = 2000
 PENDING_MAX = 2 * BATCH_MAX  # events taken from the stream and not yet applied, at most
-TICK_S = 1.0
+TICK_S = 1.0  # from the end of one periodic round to the start of the next
+DRAIN_S = 10.0  # on stop, for the batch being applied to finish
 
 
 class Runtime:
@@ -48,6 +53,8 @@ class Runtime:
         self._publisher: KafkaPublisher | None = None
         self._building = asyncio.Lock()
         self.healthy = True
+        self.batches: Batches | None = None  # the agent's, once it runs
+        self._rounds: asyncio.Task[None] | None = None
 
     async def processor(self) -> Processor:
         """Changes and dead letters go out through our own batching aiokafka producer:
@@ -71,7 +78,30 @@ class Runtime:
         log.info("core: %s", "compiled (stream.native)" if native.active() else "plain Python")
         return processor
 
+    async def periodic(self) -> None:
+        """The periodic work, ``TICK_S`` after the previous round ended, until the app stops.
+
+        A round can take much longer than a second (a first refresh over a large population,
+        a CLV refit while batches keep the loop busy). Rounds were never concurrent, but as a
+        fixed-rate Faust timer each long one logged ``Timer periodic is overlapping``: the
+        spacing, not the rate, is what this work needs."""
+        self._rounds = asyncio.current_task()
+        while not self.app.should_stop:
+            await self.tick()
+            await self.app.sleep(TICK_S)
+
     async def close(self) -> None:
+        """Before Faust stops the agent and the consumer (which commits acked offsets and
+        leaves the group): end the periodic round under way (a lease it holds expires, and
+        the next round, here or elsewhere, redoes the work), let the batch being applied
+        finish, then close the publisher both of them use."""
+        rounds = self._rounds
+        if rounds is not None and not rounds.done():
+            rounds.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rounds
+        if self.batches is not None:
+            await self.batches.finish(DRAIN_S)
         if self._publisher is not None:
             await self._publisher.stop()
 
@@ -138,6 +168,7 @@ class Batches:
         self.arrived = asyncio.Event()
         self.room = asyncio.Event()
         self.room.set()
+        self.finishing = False
         self._task: asyncio.Task[None] | None = None
 
     async def add(self, event: Any) -> None:
@@ -154,6 +185,8 @@ class Batches:
     async def _apply_forever(self) -> None:
         while True:
             await self.arrived.wait()
+            if self.finishing:
+                return
             batch, self.pending = self.pending[:BATCH_MAX], self.pending[BATCH_MAX:]
             if not self.pending:
                 self.arrived.clear()
@@ -165,6 +198,16 @@ class Batches:
             await self.runtime.apply(records)
             for event in batch:
                 self.ack(event)
+
+    async def finish(self, timeout: float) -> None:
+        """Start no further batch, and wait up to ``timeout`` for the one being applied (and
+        acked): its offsets are then committed as the consumer stops, not applied twice."""
+        self.finishing = True
+        self.arrived.set()
+        task = self._task
+        if task is not None and not task.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
 
     async def close(self) -> None:
         """Stop applying; events taken but not acked are delivered again after a restart."""
@@ -210,23 +253,23 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(source, name="score")
     async def score(stream: Any) -> None:
-        events = AgentEvents(stream)  # not iterated: Batches acks each event once applied
-        batches = Batches(runtime, events.ack)
+        events = AgentEvents(stream)  # not Faust's stream: Batches acks each event once applied
+        batches = runtime.batches = Batches(runtime, events.ack)
         try:
-            while True:
-                await batches.add(await events.get())
+            async for event in events:  # ends when Faust stops the agent
+                await batches.add(event)
         finally:
             await batches.close()
 
-    @app.timer(TICK_S)
+    @app.task
     async def periodic() -> None:
-        await runtime.tick()
+        await runtime.periodic()
 
-    async def close_publisher(_app: Any, **_kwargs: Any) -> None:
+    async def close_runtime(_app: Any, **_kwargs: Any) -> None:
         await runtime.close()
 
     # faust types its receivers more narrowly than it calls them
-    app.on_before_shutdown.connect(close_publisher)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(close_runtime)  # type: ignore[arg-type]
 
     app.rfm_runtime = runtime  # type: ignore[attr-defined]
     return app
@@ -276,6 +319,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(logging.INFO)
     use_uvloop()  # before faust.Worker: it creates the main loop, and the consumer thread its own
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = Worker(app, loglevel=loglevel, quiet=True)
     tune_gc()
     worker.execute_from_commandline()

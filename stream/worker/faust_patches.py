@@ -1,4 +1,5 @@
-"""Faust's Kafka consumer, and the agent's events, with four of their costs taken out.
+"""Faust's Kafka consumer, and the agent's events, with four of their costs taken out;
+Faust's worker, with a clean end and a clean log.
 
 Every override of Faust's private internals lives here and nowhere else. They were written
 against faust-streaming 0.15 (pinned in pyproject.toml); importing this module under another
@@ -30,6 +31,9 @@ things it does per fetch or per record, each measured on the worker:
   its duties that matter: events fetched before a rebalance are acked and dropped, and
   messages are tracked as unacked where Faust would wait for them (``stream_wait_empty``,
   which the worker turns off: it acks only applied events, and a restart redelivers).
+
+The worker's end and its log are ``AgentEvents`` (it ends where Faust stops the agent) and
+``Worker`` (log colours only on a terminal, no spinner, SIGHUP as SIGTERM).
 """
 
 from __future__ import annotations
@@ -37,12 +41,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import signal
+import sys
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from mode.services import WaitResults
+from mode.utils.logging import DEFAULT_COLOR_FORMAT, DEFAULT_COLORS
 
 WRITTEN_FOR = "0.15"  # faust-streaming minor release whose internals these overrides replace
 _installed = importlib.metadata.version("faust-streaming")
@@ -147,7 +154,15 @@ class FastConsumer(Consumer):
 
 
 class AgentEvents:
-    """An agent's events, from its stream's channel queue (see the module docstring)."""
+    """An agent's events, from its stream's channel queue (see the module docstring).
+
+    An async iterator, as Faust's ``Stream`` is, because that is how Faust ends an agent:
+    ``Actor.cancel`` (on stop, and on an isolated partition's revocation) throws
+    ``StopAsyncIteration`` into the channel, and an iterator's ``__anext__`` raising it is
+    the end of the agent's ``async for``. Taken from the queue any other way it escaped the
+    agent as an error: every SIGTERM logged ``Crashed reason=StopAsyncIteration()`` with a
+    traceback. Anything else Faust throws into the channel still reaches the agent.
+    """
 
     def __init__(self, stream: Any) -> None:
         self.app = stream.app
@@ -156,7 +171,10 @@ class AgentEvents:
         self._track = self.app.conf.stream_wait_empty  # the only reader of the unacked set
         self._flowing = self.app.flow_control.is_active
 
-    async def get(self) -> Any:
+    def __aiter__(self) -> AgentEvents:
+        return self
+
+    async def __anext__(self) -> Any:
         """The next event to apply; raises what Faust threw into the channel."""
         app, flowing, get = self.app, self._flowing, self.queue.get
         while True:
@@ -185,3 +203,36 @@ class App(faust.App):
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, ending on SIGHUP as on SIGTERM, with a log that is plain text
+    wherever it does not go to a terminal.
+
+    - Faust picks log colours, and the line-drawing codes of the tables it logs, by whether
+      *stdout* is a terminal, while its handler writes to *stderr*: ``rfm worker
+      2>worker.log`` typed in a terminal filled the file with escape codes. Here both ask
+      stderr, the stream the log goes to (and colorlog still honours ``NO_COLOR`` and
+      ``FORCE_COLOR``).
+    - Faust's start-up spinner writes cursor hide/show codes and backspaces to stdout
+      without asking whether it is a terminal (they ended up in every log file), and while
+      it exists it sets the root logger to DEBUG so that every record reaches it. The
+      worker runs ``quiet`` and shows no spinner: there is none.
+    - A hang-up (the terminal closed) ends the worker as SIGTERM does: it leaves its group
+      instead of being killed and waiting out its session timeout.
+    """
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        colored = {
+            "()": "mode.utils.logging.ExtensionFormatter",
+            "format": DEFAULT_COLOR_FORMAT,
+            "log_colors": DEFAULT_COLORS,
+            "stream": sys.stderr,  # where mode's handler (a plain StreamHandler) writes
+        }
+        config = {"merge": True, "formatters": {"colored": colored}}
+        super().__init__(app, logfile=sys.stderr, logging_config=config, **kwargs)
+        self.spinner = None
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sigterm)

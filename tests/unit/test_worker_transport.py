@@ -6,15 +6,19 @@ agent's events taken from its stream's queue with the two duties of Faust's stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
 from typing import Any
 
 import pytest
+from faust.agents.actor import AwaitableActor
 from faust.events import Event
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from stream.config import settings_from
-from stream.worker.app import build_app
+from stream.worker.app import TICK_S, build_app
 from stream.worker.faust_patches import (
     BUFFERED_POLL_S,
     FETCH_MAX_WAIT_MS,
@@ -205,7 +209,7 @@ def test_an_agent_event_is_acked_and_tracked_only_where_faust_waits_for_it() -> 
         app, events = await _agent_events(wait_empty)
         app.flow_control.resume()  # as a worker does once its partitions are assigned
         events.queue.put_nowait(_event(app, 5))
-        event = await asyncio.wait_for(events.get(), 5)
+        event = await asyncio.wait_for(anext(events), 5)
         tracked = event.message in app.consumer.unacked
         events.ack(event)
         return tracked, event.message.acked, event.message in app.consumer.unacked
@@ -224,7 +228,7 @@ def test_events_fetched_before_a_rebalance_are_acked_and_dropped() -> None:
         stale = _event(app, 5, generation=app.consumer_generation_id - 1)
         events.queue.put_nowait(stale)
         events.queue.put_nowait(_event(app, 6))
-        event = await asyncio.wait_for(events.get(), 5)
+        event = await asyncio.wait_for(anext(events), 5)
         return event.message.offset, stale.message.acked
 
     assert asyncio.run(scenario()) == (6, True)
@@ -234,7 +238,63 @@ def test_an_error_faust_throws_into_the_channel_reaches_the_agent() -> None:
     async def scenario() -> None:
         _, events = await _agent_events()
         await events.queue.throw(ValueError("decode failed"))
-        await asyncio.wait_for(events.get(), 5)
+        await asyncio.wait_for(anext(events), 5)
 
     with pytest.raises(ValueError, match="decode failed"):
         asyncio.run(scenario())
+
+
+def test_faust_stopping_the_agent_ends_its_events_without_an_error() -> None:
+    """Faust stops an agent by throwing StopAsyncIteration into its stream's channel
+    (``Actor.cancel``): the agent's ``async for`` over its events ends there instead of the
+    agent crashing. An event still queued is left unacked, for the next owner."""
+
+    async def scenario() -> tuple[list[int], bool]:
+        app = build_app(settings_from({}, {}))
+        topic = app.topic("rfm.orders", key_serializer="raw", value_serializer="raw")
+        app.topics.add(topic)
+        await app.topics._update_indices()
+        stream = app.stream(topic)
+        events = AgentEvents(stream)
+        app.flow_control.resume()
+        queued = _event(app, 5)
+        events.queue.put_nowait(queued)
+        AwaitableActor(app.agents["score"], stream, None).cancel()  # what stopping the agent does
+        seen = []
+        async with asyncio.timeout(5):
+            async for event in events:
+                seen.append(event.message.offset)
+        return seen, queued.message.acked
+
+    assert asyncio.run(scenario()) == ([], False)
+
+
+def test_periodic_rounds_longer_than_the_tick_are_spaced_not_reported_as_overlapping(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round of periodic work may take longer than TICK_S (a large refresh, a refit): the
+    next starts TICK_S after it ends, without mode's `Timer ... is overlapping` warning."""
+
+    async def scenario() -> list[float]:
+        app = build_app(settings_from({}, {}))
+        starts: list[float] = []
+
+        async def slow_round() -> None:
+            starts.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(TICK_S + 0.2)  # longer than the tick
+
+        app.rfm_runtime.tick = slow_round  # type: ignore[attr-defined]
+        [periodic] = app._app_tasks
+        task = asyncio.ensure_future(periodic())
+        while len(starts) < 2:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return starts
+
+    with caplog.at_level(logging.DEBUG):
+        starts = asyncio.run(scenario())
+    assert "overlapping" not in caplog.text
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert gaps and all(gap >= 2 * TICK_S + 0.15 for gap in gaps), gaps
