@@ -6,6 +6,9 @@ stop reaches exactly that and nothing else, and terminal hang-ups or Ctrl-C mean
 parent leave it alone. Output goes to a log file whose tail explains a failure.
 Used by `rfm stack` (whose daemons outlive the process that started them, so stopping works
 from a bare pid too), `rfm demo`, the benchmarks and the tests; nothing here imports Faust.
+
+Because a session of its own also shields a child from signals meant for the command that
+started it, such a command stops its children itself, on every way out: ``Supervisor``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self, TypeVar
+from types import FrameType, TracebackType
+from typing import Any, Self, TypeVar
 
 __all__ = [
+    "STOP_SIGNALS",
     "Child",
     "Children",
     "ProcessExited",
+    "Supervisor",
     "alive",
     "run_logged",
     "signal_group",
@@ -34,6 +40,7 @@ __all__ = [
 POLL = 0.1  # seconds between two looks at a process or a probe
 STOP_GRACE = 30.0  # from SIGTERM to SIGKILL, unless the caller says otherwise
 KILL_GRACE = 10.0  # from SIGKILL to giving up on the process
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, stop, terminal gone
 
 T = TypeVar("T")
 
@@ -240,3 +247,56 @@ class Children:
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(c.tail(lines) for c in self.children)
+
+
+class Supervisor:
+    """A command that runs children in the foreground (``rfm demo``, ``rfm bench``): each
+    child ``start``ed through it is stopped on every way out of the ``with`` block
+    (``stop_all``: SIGTERM, ``grace``, SIGKILL).
+
+    Within the block SIGTERM and SIGHUP end the command as Ctrl-C does, by raising
+    KeyboardInterrupt in the main thread, so the clean-up on the way runs for all three (by
+    default SIGTERM and SIGHUP would end the process on the spot, and its children, in
+    sessions of their own, would keep running). Only the first raises: later ones are
+    ignored while the clean-up it started runs, and so are those arriving while the children
+    are being stopped. A signal the command was started ignoring (``nohup``, a background
+    job) stays ignored. ``signalled`` names the signal that ended the block, if one did.
+    """
+
+    def __init__(self, *, grace: float = STOP_GRACE) -> None:
+        self.grace = grace
+        self.children: list[Child] = []
+        self.signalled: signal.Signals | None = None
+        self._saved: dict[int, Any] = {}
+
+    def start(self, child: Child) -> Child:
+        self.children.append(child)
+        return child.start()
+
+    def __enter__(self) -> Self:
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                self._saved[sig] = signal.signal(sig, self._interrupt)
+        return self
+
+    def _ignore(self) -> None:
+        for sig in self._saved:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _interrupt(self, signum: int, _frame: FrameType | None) -> None:
+        self._ignore()
+        self.signalled = signal.Signals(signum)
+        raise KeyboardInterrupt(self.signalled.name)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._ignore()
+        try:
+            stop_all(self.children, timeout=self.grace)
+        finally:
+            for sig, handler in self._saved.items():
+                signal.signal(sig, handler)

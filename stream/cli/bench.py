@@ -61,6 +61,8 @@ def bench_cmd(
             f"rfm bench needs the bench extra ({exc.name}): pip install 'rfm-stream[bench]'"
         ) from None
 
+    from stream.process import Supervisor
+
     settings = settings_or_exit()
     try:
         options = Options.make(
@@ -73,6 +75,8 @@ def bench_cmd(
             workers=workers,
             keep_collector_topics=keep_collector_topics,
         )
-        run_bench(settings, options, json_path)
+        # SIGTERM and SIGHUP, like Ctrl-C, run its clean-up: children stopped, topics removed
+        with Supervisor():
+            run_bench(settings, options, json_path)
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
