@@ -17,6 +17,7 @@ accepts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -41,7 +42,7 @@ from stream.demo_shop import Shop, ShopEvent
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
 from stream.namespace import Namespace, NamespaceError, reset, survey
-from stream.process import Child, stop_all
+from stream.process import Child, Supervisor
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import connect, open_store
@@ -224,11 +225,6 @@ def _answering(settings: Settings) -> bool:
     return True
 
 
-def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> Child:
-    argv = [sys.executable, "-m", "stream.cli", *args]
-    return Child(f"rfm {args[0]}", argv, env, log_path).start()
-
-
 def run_demo(
     settings: Settings,
     customers: int,
@@ -265,29 +261,34 @@ def run_demo(
     rules.write_text(example.replace("http://127.0.0.1:8765/rfm/webhook", hook), "utf-8")
     port = _free_port(8080)
     logs = tmp / f"rfm-{ns.name}"
-    children = [
-        _spawn(["worker"], env, Path(f"{logs}-worker.log")),
-        _spawn(["api", "--port", str(port)], env, Path(f"{logs}-api.log")),
-        _spawn(["campaigns", "--rules", str(rules)], env, Path(f"{logs}-campaigns.log")),
-    ]
-    print(f"dashboard: http://127.0.0.1:{port}/")
-    print(f"logs: {logs}-{{worker,api,campaigns}}.log; webhooks go to {hook}")
-    print(
-        f"namespace {ns.name}: topics {ns.topic_prefix}*, Redis keys {ns.key_prefix}*. "
-        "To point other rfm commands at it:\n"
-        f"  export RFM_TOPIC_PREFIX={ns.topic_prefix} RFM_KEY_PREFIX={ns.key_prefix} "
-        f"RFM_CONFIG={cfg}\n"
-        f"To remove it once the demo stopped: rfm reset --namespace {ns.name}",
-        flush=True,
-    )
-    try:
-        asyncio.run(_run(settings, run, duration))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_all(children)
-        receiver.shutdown()
+    # SIGTERM, SIGHUP and Ctrl-C all end the demo here, and every child goes with it
+    with Supervisor() as children:
+        try:
+            for args, log_name in (
+                (["worker"], "worker"),
+                (["api", "--port", str(port)], "api"),
+                (["campaigns", "--rules", str(rules)], "campaigns"),
+            ):
+                argv = [sys.executable, "-m", "stream.cli", *args]
+                children.start(Child(f"rfm {args[0]}", argv, env, Path(f"{logs}-{log_name}.log")))
+            print(f"dashboard: http://127.0.0.1:{port}/")
+            print(f"logs: {logs}-{{worker,api,campaigns}}.log; webhooks go to {hook}")
+            print(
+                f"namespace {ns.name}: topics {ns.topic_prefix}*, Redis keys {ns.key_prefix}*. "
+                "To point other rfm commands at it:\n"
+                f"  export RFM_TOPIC_PREFIX={ns.topic_prefix} RFM_KEY_PREFIX={ns.key_prefix} "
+                f"RFM_CONFIG={cfg}\n"
+                f"To remove it once the demo stopped: rfm reset --namespace {ns.name}",
+                flush=True,
+            )
+            asyncio.run(_run(settings, run, duration))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            receiver.shutdown()
+    with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
         print(
             f"\ndemo stopped; namespace {ns.name} keeps its data (`rfm reset --namespace "
-            f"{ns.name}` removes it), the stack keeps running (`rfm stack down` stops it)"
+            f"{ns.name}` removes it), the stack keeps running (`rfm stack down` stops it)",
+            flush=True,
         )

@@ -134,6 +134,11 @@ class WorkerProcess(Child):
         super().__init__("worker", argv, env, log)
 
 
+def rfm_child(env: dict[str, str], log: Path, *args: str) -> Child:
+    """``rfm ARGS`` started in the background (a session of its own), its output in ``log``."""
+    return Child(f"rfm {args[0]}", [sys.executable, "-m", "stream.cli", *args], env, log).start()
+
+
 def rfm_run(
     iso: Any, config: Path | None, *args: str, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:

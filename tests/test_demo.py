@@ -27,13 +27,12 @@ from stream.core.scoring import DAY_MS
 from stream.demo import CONFIG, MARKER
 from stream.demo_shop import Behaviour
 from stream.namespace import Namespace
-from stream.process import Child
 from stream.schemes import load_scheme
 from stream.store.redis_store import open_store
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.oracle import epoch_ms
-from tests.support import WorkerProcess, read_topic, wait_for
+from tests.support import WorkerProcess, read_topic, rfm_child, wait_for
 from tests.test_dashboard_browser import DEADLINE_MS
 from tests.test_dashboard_browser import browser_page as browser_page  # the fixture
 
@@ -84,23 +83,17 @@ def test_ten_demo_minutes_tell_the_truth(
     base = {k: v for k, v in isolated.process_env().items() if k not in ns.env}
     env = {**base, **ns.env, "RFM_CONFIG": str(config)}  # what the demo prints to export
 
-    demo = Child(
-        "rfm demo",
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "demo",
-            "--namespace",
-            ns.name,
-            "--pace",
-            f"{PACE_DAYS}d",
-            "--duration",
-            str(SHOP_DAYS / PACE_DAYS),
-        ],
+    demo = rfm_child(
         base,
         isolated.tmp / "demo.log",
-    ).start()
+        "demo",
+        "--namespace",
+        ns.name,
+        "--pace",
+        f"{PACE_DAYS}d",
+        "--duration",
+        str(SHOP_DAYS / PACE_DAYS),
+    )
     try:
         assert demo.wait(timeout=100) == 0, demo.tail()
     finally:

@@ -35,6 +35,7 @@ from tests.support import (
     group_drained,
     produce,
     random_orders,
+    rfm_child,
     wait_for,
 )
 
@@ -181,3 +182,43 @@ def test_a_signalled_worker_commits_leaves_its_group_and_exits_0_with_a_clean_lo
     client.close()
     assert int(stats.get(b"duplicates", 0)) == 0, stats
     assert int(stats[b"accepted"]) == ORDERS, stats
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid``, by /proc."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            stat = stat_file.read_bytes()
+            state, parent = stat[stat.rfind(b")") + 2 :].split()[:2]
+            if int(parent) == pid and state not in (b"Z", b"X"):
+                found.append(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signalled_demo_stops_every_child_and_exits_0(
+    isolated: Isolated, sig: signal.Signals
+) -> None:
+    """The demo's worker, API and campaign consumer run in sessions of their own (a Ctrl-C
+    in the terminal reaches only the demo): the demo itself must take each down with it."""
+    log = isolated.tmp / "demo.log"
+    demo = rfm_child(
+        isolated.process_env(), log, "demo", "--namespace", isolated.name, "--customers", "200"
+    )
+    try:
+        wait_for(
+            lambda: len(children_of(demo.pid)) >= 3 and b"dashboard:" in log.read_bytes(),
+            timeout=120,
+            what="the demo's worker, API and campaign consumer",
+            diagnose=demo.tail,
+        )
+        children = children_of(demo.pid)
+        os.kill(demo.pid, sig)
+        assert demo.wait(timeout=60) == 0, demo.tail()
+    finally:
+        demo.stop(timeout=15)
+    left = [pid for child in children for pid in process_group(child)]
+    assert left == [], f"left running after {sig.name}: {left}"
+    assert b"Traceback" not in log.read_bytes(), demo.tail()
+    assert b"demo stopped" in log.read_bytes()
