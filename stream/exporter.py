@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import orjson
 
-from stream.clv.prediction import Model, prediction_doc
+from stream.clv.prediction import Model, prediction_docs
 from stream.config import Settings
 from stream.core.customer import Customer, metrics
 from stream.core.rescore import metrics_dict
@@ -35,30 +35,43 @@ CSV_FIELDS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def export_row(c: Customer, settings: Settings, now: int, model: Model | None) -> dict[str, object]:
-    """One customer, shaped like the change event (SPEC section 8), plus the CLV prediction
-    (``null`` until a model has been fitted)."""
+def export_page(
+    customers: Sequence[Customer],
+    settings: Settings,
+    now: int,
+    model: Model | None,
+    segment: str | None = None,
+) -> list[dict[str, object]]:
+    """A page of customers (those with a segment, of ``segment`` if given), each shaped like
+    the change event (SPEC section 8) plus its CLV prediction (``null`` until a model has
+    been fitted); the page's predictions come from one vectorised evaluation."""
     decimals = settings.store.currency_decimals
-    return {
-        "customer_id": c.customer_id,
-        "segment": c.segment,
-        "seq": c.seq,
-        "scores": c.scores.as_dict(),
-        "metrics": metrics_dict(metrics(c, settings.window_ms, now), decimals),
-        "prediction": prediction_doc(c, model, settings.prediction, now, decimals),
-    }
+    kept = [c for c in customers if c.segment is not None and segment in (None, c.segment)]
+    predictions = prediction_docs(kept, model, settings.prediction, now, decimals)
+    return [
+        {
+            "customer_id": c.customer_id,
+            "segment": c.segment,
+            "seq": c.seq,
+            "scores": c.scores.as_dict(),
+            "metrics": metrics_dict(metrics(c, settings.window_ms, now), decimals),
+            "prediction": prediction,
+        }
+        for c, prediction in zip(kept, predictions, strict=True)
+    ]
 
 
-async def export_rows(
+async def export_pages(
     store: RedisStore, settings: Settings, segment: str | None = None
-) -> AsyncIterator[dict[str, object]]:
+) -> AsyncIterator[list[dict[str, object]]]:
+    """Every customer's line, a page at a time (one pipelined read each, constant memory);
+    the model is read once, so every line carries the same version."""
     now = wall_ms() if settings.scoring.clock == "wall" else await store.event_clock()
     model = await store.model()
-    async for cid in store.scan_customer_ids():
-        c = await store.customer(cid)
-        if c is None or c.segment is None or (segment and c.segment != segment):
-            continue
-        yield export_row(c, settings, now, model)
+    async for customers in store.customer_pages():
+        rows = export_page(customers, settings, now, model, segment)
+        if rows:
+            yield rows
 
 
 def jsonl_line(row: dict[str, object]) -> bytes:
@@ -66,7 +79,10 @@ def jsonl_line(row: dict[str, object]) -> bytes:
 
 
 def _cell(value: object) -> str:
-    """Neutralise spreadsheet formulas: customer ids are untrusted text."""
+    """A value as JSONL writes it (``true``/``false``, money as its decimal string), and
+    spreadsheet formulas neutralised: customer ids are untrusted text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = "" if value is None else str(value)
     if text.startswith(_FORMULA_START):
         return "'" + text

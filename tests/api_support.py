@@ -23,7 +23,7 @@ import orjson
 from stream.config import Settings
 from stream.core.step import Record
 from stream.process import Child
-from stream.shell.refit import refit
+from stream.shell.refit import FitReport, refit
 from stream.shell.refresh import refresh
 from stream.shell.wiring import build_processor
 
@@ -120,6 +120,20 @@ def score_events(
         pool.submit(asyncio.run, run()).result()
     changes = settings.topic_prefix + "segment-changes"
     return [orjson.loads(v) for t, _, v in out.messages if t == changes]
+
+
+def fit_model(settings: Settings) -> FitReport:
+    """The real CLV refit (``rfm fit``'s path) over what the store holds; what it did."""
+
+    async def run() -> FitReport:
+        processor = build_processor(settings, Collector())
+        try:
+            return await refit(processor)
+        finally:
+            await processor.store.aclose()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def free_port() -> int:

@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
     async def report(_: Request) -> Response:
         counts, fields = await queries.segment_report(store)
         doc = report_doc(scheme, counts, fields, decimals, await store.model())
-        return Json({"currency": settings.store.currency, **doc})
+        return Json({"currency": settings.store.currency, **doc, **await not_updated()})
 
     async def model(_: Request) -> Response:
         fitted = await store.model()
@@ -106,8 +106,18 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
             for m in await store.model_history(20)
         ]
         return Json(
-            {"model": None if fitted is None else fitted.describe(decimals), "history": earlier}
+            {
+                "model": None if fitted is None else fitted.describe(decimals),
+                **await not_updated(),
+                "history": earlier,
+            }
         )
+
+    async def not_updated() -> dict[str, object]:
+        """Why the last fit published nothing (``null`` once one has): the model shown, if
+        any, is the one before it."""
+        unfit = await store.unfit()
+        return {"model_not_updated": None if unfit is None else unfit.describe()}
 
     async def lookup(customer_id: str) -> Response:
         record = await queries.customer(store, customer_id) if plausible_id(customer_id) else None
@@ -115,9 +125,12 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
             return _error(404, "no such customer")
         now = await queries.scoring_now(store, settings)
         doc = customer_doc(record, scheme, settings.window_ms, now, decimals)
+        model = await store.model()
         doc["prediction"] = prediction_doc(
-            record.customer, await store.model(), settings.prediction, now, decimals
+            record.customer, model, settings.prediction, now, decimals
         )
+        if model is None:  # no CLV at all: say why rather than show a number
+            doc.update(await not_updated())
         return Json(doc)
 
     async def customer(request: Request) -> Response:

@@ -6,7 +6,7 @@ the customer's segment, so one HGETALL is a consistent snapshot of that aggregat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,27 +85,3 @@ async def overview(store: RedisStore) -> Overview:
     return Overview(
         raw_counts, raw_stats, await store.thresholds_version(), await store.outbox_length()
     )
-
-
-async def customer_batches(store: RedisStore, batch: int = 500) -> AsyncIterator[list[Customer]]:
-    """Every stored customer, a bounded batch at a time (SCAN + one pipelined HGETALL each).
-
-    Memory stays flat whatever the population. SCAN returns every customer present for the
-    whole iteration at least once; one that is erased meanwhile is skipped.
-    """
-    ids: list[str] = []
-    async for cid in store.scan_customer_ids():
-        ids.append(cid)
-        if len(ids) >= batch:
-            yield await _load(store, ids)
-            ids = []
-    if ids:
-        yield await _load(store, ids)
-
-
-async def _load(store: RedisStore, ids: list[str]) -> list[Customer]:
-    pipe = store.redis.pipeline(transaction=False)
-    for cid in ids:
-        pipe.hgetall(store.keys.customer(cid))
-    replies = await pipe.execute()
-    return [decode_customer(cid, f) for cid, f in zip(ids, replies, strict=True) if f]

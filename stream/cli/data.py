@@ -318,7 +318,7 @@ def _accounts(path: Path, skip_rejects: bool) -> Accounts:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export(segment: str | None, fmt: str, output: Path | None) -> None:
     """Every customer with segment, seq, scores and metrics (JSONL or CSV)."""
-    from stream.exporter import csv_header, csv_line, export_rows, jsonl_line
+    from stream.exporter import csv_header, csv_line, export_pages, jsonl_line
     from stream.store.redis_store import open_store
 
     settings = settings_or_exit()
@@ -326,14 +326,19 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
     async def run() -> int:
         store = open_store(settings)
         await store.check_layout(record=False)
+        if (unfit := await store.unfit()) is not None:
+            click.echo(unfit.describe()["message"], err=True)
         n = 0
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
             if fmt == "csv":
                 out.write(csv_header().encode())
-            async for row in export_rows(store, settings, segment):
-                out.write(jsonl_line(row) if fmt == "jsonl" else csv_line(row).encode())
-                n += 1
+            async for rows in export_pages(store, settings, segment):
+                if fmt == "jsonl":
+                    out.write(b"".join(jsonl_line(row) for row in rows))
+                else:
+                    out.write("".join(csv_line(row) for row in rows).encode())
+                n += len(rows)
             out.flush()
         await store.redis.aclose()
         return n

@@ -73,9 +73,16 @@ def _minimise(nll: object, start: Sequence[float]) -> NDArray[np.float64]:
         method="Nelder-Mead",
         options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 20_000, "maxfev": 40_000},
     )
+    # Not ``result.success``: on a ridge where a parameter runs off to infinity (spend
+    # identical within each customer: p -> inf) the search stops at its evaluation limit,
+    # yet the model it has reached predicts as its limit does. What must hold is a finite
+    # optimum, positive finite parameters, and (checked by the callers) finite answers.
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         raise FitError(f"the optimiser did not converge: {result.message}")
-    return np.asarray(np.exp(result.x), dtype=np.float64)
+    params = np.asarray(np.exp(result.x), dtype=np.float64)
+    if not np.all(np.isfinite(params)) or not np.all(params > 0):
+        raise FitError(f"a parameter left the positive finite range: {params.tolist()}")
+    return params
 
 
 def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbd:
@@ -124,7 +131,24 @@ def fit_gamma_gamma(x: ArrayLike, zbar: ArrayLike) -> GammaGamma:
     p, q, g = _minimise(nll, (1.0, 1.0, 1.0))
     if q <= 1:
         raise FitError(f"spend model has no finite mean (q = {q:.3f} <= 1)")
-    return GammaGamma(float(p), float(q), float(g))
+    fitted = GammaGamma(float(p), float(q), float(g))
+    # The population mean is what a one-time buyer is expected to spend per purchase. A fit
+    # that puts it above every repeat buyer's own mean (q close to 1 on heavy-tailed spend)
+    # describes none of the customers it was fitted on.
+    mean, largest = population_mean_spend(fitted), float(gz.max())
+    if not mean <= largest:
+        raise FitError(
+            f"spend model's mean spend per purchase ({mean:.2f}) is above every repeat "
+            f"buyer's mean spend (at most {largest:.2f}; q = {q:.3f})"
+        )
+    return fitted
+
+
+def population_mean_spend(g: GammaGamma) -> float:
+    """E[spend per purchase] across customers, p * gamma / (q - 1); finite only for q > 1.
+    It is also the expected spend of a customer with no repeat purchase (``expected_spend``
+    at x = 0)."""
+    return g.p * g.gamma / (g.q - 1) if g.q > 1 else math.inf
 
 
 # ---- per-customer predictions -------------------------------------------------------------

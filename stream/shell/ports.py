@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from stream.clv.prediction import Model
+from stream.clv.prediction import Model, Unfit
 from stream.core.customer import Customer
 from stream.core.scoring import Thresholds
 from stream.store.commits import Commit, CommitResult, Loaded, Standing
@@ -87,6 +87,10 @@ class Store(Protocol):
 
     async def publish_model(self, token: str, read_version: int, model: Model) -> int:
         """The new version, or -1 (lease lost) / -2 (a newer model exists)."""
+        ...
+
+    async def record_unfit(self, unfit: Unfit) -> None:
+        """Why a fit published nothing (cleared by the next publication)."""
         ...
 
     async def raise_fences(self) -> None: ...

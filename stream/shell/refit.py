@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from stream.clv import model as clv
-from stream.clv.prediction import Model, SegmentValue, money, summary_of
+from stream.clv.prediction import Model, SegmentValue, Unfit, money, summary_of
 from stream.config import PredictionSettings
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refresh import LEASE_MS, LeaseBusy
@@ -28,7 +28,7 @@ log = logging.getLogger("rfm.refit")
 
 @dataclass(frozen=True)
 class FitReport:
-    model: Model | None  # None: too little data, nothing published
+    model: Model | None  # None: nothing published (the model before stays served)
     reason: str  # why nothing was published, else ""
     rescored: int  # repeat buyers re-assessed for churn
     changes: int
@@ -41,19 +41,22 @@ def _fit(
     age: NDArray[np.float64],
     zbar: NDArray[np.float64],
     p: PredictionSettings,
-) -> tuple[clv.BgNbd, clv.GammaGamma | None, NDArray[np.float64] | None]:
+) -> tuple[clv.BgNbd, clv.GammaGamma, NDArray[np.float64]]:
     """Both fits and every buyer's CLV. Times are rounded to whole days for fitting only:
-    identical rows then collapse into one likelihood term, which keeps a large fit cheap."""
+    identical rows then collapse into one likelihood term, which keeps a large fit cheap.
+
+    Raises ``FitError`` unless every buyer's prediction is a finite number: a model that
+    cannot answer for somebody is not published at all, so the one before stays served."""
     days = 7.0
     purchases = clv.fit_bgnbd(x, np.round(t_x * days) / days, np.round(age * days) / days)
-    try:
-        spend = clv.fit_gamma_gamma(x, zbar)
-    except clv.FitError as exc:
-        log.warning("spend model not fitted (%s): predictions carry no CLV", exc)
-        return purchases, None, None
+    spend = clv.fit_gamma_gamma(x, zbar)
     clvs = clv.lifetime_value(
         purchases, spend, x, t_x, age, zbar, p.horizon_months, p.discount_rate
     )
+    alive = clv.p_alive(purchases, x, t_x, age)
+    if not (np.all(np.isfinite(clvs)) and np.all(np.isfinite(alive))):
+        bad = int((~np.isfinite(clvs) | ~np.isfinite(alive)).sum())
+        raise clv.FitError(f"the fitted model predicts no finite value for {bad} buyers")
     return purchases, spend, clvs
 
 
@@ -91,27 +94,34 @@ async def refit(
         data = np.array(rows, dtype=np.float64).reshape(-1, 4)
         x, t_x, age, zbar = data.T
         repeat = int((x > 0).sum())
+
+        async def not_updated(reason: str) -> FitReport:
+            """Nothing published: the model before stays served, and the API shows why."""
+            await keep_lease()
+            await store.record_unfit(Unfit(reason, wall_ms()))
+            log.warning("CLV model not updated: %s", reason)
+            return FitReport(None, reason, 0, 0, time.perf_counter() - started)
+
         if repeat < settings.prediction.min_repeat_buyers:
-            reason = (
+            return await not_updated(
                 f"{repeat} repeat buyers, fewer than prediction.min_repeat_buyers = "
                 f"{settings.prediction.min_repeat_buyers}"
             )
-            log.info("CLV model not fitted: %s", reason)
-            return FitReport(None, reason, 0, 0, time.perf_counter() - started)
         await keep_lease()
-        # CPU-bound for seconds on a large store: off the event loop, so the worker keeps
-        # heartbeating its consumer group and applying events meanwhile
-        purchases, spend, clvs = await asyncio.to_thread(
-            _fit, x, t_x, age, zbar, settings.prediction
-        )
+        try:
+            # CPU-bound for seconds on a large store: off the event loop, so the worker keeps
+            # heartbeating its consumer group and applying events meanwhile
+            purchases, spend, clvs = await asyncio.to_thread(
+                _fit, x, t_x, age, zbar, settings.prediction
+            )
+        except clv.FitError as exc:
+            return await not_updated(str(exc))
         await keep_lease()
-        values: dict[str, SegmentValue] = {}
-        if clvs is not None:
-            totals: dict[str, tuple[int, Decimal]] = {}
-            for seg, value in zip(segments, clvs.tolist(), strict=True):
-                n, total = totals.get(seg, (0, Decimal(0)))
-                totals[seg] = (n + 1, total + money(value, decimals))
-            values = {seg: SegmentValue(n, total) for seg, (n, total) in totals.items()}
+        totals: dict[str, tuple[int, Decimal]] = {}
+        for seg, value in zip(segments, clvs.tolist(), strict=True):
+            n, total = totals.get(seg, (0, Decimal(0)))
+            totals[seg] = (n + 1, total + money(value, decimals))
+        values = {seg: SegmentValue(n, total) for seg, (n, total) in totals.items()}
         model = Model(
             version=read_version + 1,
             fitted_at=wall_ms(),

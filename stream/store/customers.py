@@ -153,6 +153,26 @@ class CustomerStates(StorePart):
         async for key in self.redis.scan_iter(match=self.keys.customer_pattern, count=count):
             yield self.keys.customer_id_of(key)
 
+    async def customer_pages(self, page: int = 500) -> AsyncIterator[list[Customer]]:
+        """Every stored customer, a page at a time (SCAN + one pipelined HGETALL per page):
+        memory stays flat whatever the population. SCAN returns every customer present for
+        the whole iteration at least once; one erased meanwhile is skipped."""
+        ids: list[str] = []
+        async for cid in self.scan_customer_ids():
+            ids.append(cid)
+            if len(ids) >= page:
+                yield await self._page(ids)
+                ids = []
+        if ids:
+            yield await self._page(ids)
+
+    async def _page(self, ids: list[str]) -> list[Customer]:
+        pipe = self.redis.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hgetall(self.keys.customer(cid))
+        replies = await pipe.execute()
+        return [decode_customer(cid, f) for cid, f in zip(ids, replies, strict=True) if f]
+
     async def lifetimes(self, page: int = 1000) -> AsyncIterator[Customer]:
         """Every customer as a ``Customer`` holding only what a CLV fit reads (segment,
         first/last order, lifetime purchases): one HMGET per customer, pipelined by page."""

@@ -11,7 +11,7 @@ import secrets
 
 import orjson
 
-from stream.clv.prediction import Model
+from stream.clv.prediction import Model, Unfit
 from stream.core.scoring import Thresholds
 from stream.store.connection import StorePart
 
@@ -108,6 +108,16 @@ class Publication(StorePart):
         if version > 0:
             await self.raise_fences()
         return version
+
+    async def unfit(self) -> Unfit | None:
+        """Why the last fit published nothing; None once a fit publishes (publish_model.lua
+        clears it in the same step)."""
+        raw = await self.redis.hget(self.keys.thresholds, "unfit")
+        return Unfit.from_doc(raw) if raw else None
+
+    async def record_unfit(self, unfit: Unfit) -> None:
+        """Called by the lease holder, so no publication can come between its fit and this."""
+        await self.redis.hset(self.keys.thresholds, "unfit", unfit.doc())
 
     # ---- fences and the lease -------------------------------------------------------
 

@@ -19,7 +19,7 @@ const TEXT = {
     delivered: "delivered", dead_lettered: "dead-lettered",
     clv: "Predicted lifetime value", avgClv: "Avg predicted CLV", model: "Model",
     fitted: "fitted", prediction: "Prediction", pAlive: "P(alive)", next90: "purchases in 90 days",
-    atRisk: "churn risk",
+    atRisk: "churn risk", notUpdated: "model not updated", noClv: "no CLV yet",
   },
   "zh-TW": {
     title: "RFM 顧客分群", connecting: "連線中", streaming: "即時更新中", live: "即時分群人數", reconnecting: "重新連線中",
@@ -36,7 +36,7 @@ const TEXT = {
     delivered: "已送達", dead_lettered: "送達失敗",
     clv: "預測顧客終身價值", avgClv: "平均預測 CLV", model: "模型",
     fitted: "訓練於", prediction: "預測", pAlive: "仍活躍機率", next90: "90 天內預期購買",
-    atRisk: "流失風險",
+    atRisk: "流失風險", notUpdated: "模型未更新", noClv: "尚無 CLV",
   },
 };
 
@@ -182,9 +182,12 @@ function renderReport() {
 
 function renderClv() {
   const r = state.report;
+  const stale = r ? r.model_not_updated : null;
   const shown = r && r.prediction ? r.segments.filter((s) => s.predicted_clv_average !== null) : [];
-  $("clv-section").hidden = shown.length === 0;
-  if (!shown.length) return;
+  $("clv-section").hidden = shown.length === 0 && !stale;
+  // A refused fit leaves the model before it (or none) in place: say so, with the reason.
+  $("clv-stale").hidden = !stale;
+  if (stale) $("clv-stale").textContent = `${t("notUpdated")}: ${stale.reason} (${stale.at.slice(0, 16).replace("T", " ")})`;
   const top = Math.max(...shown.map((s) => Number(s.predicted_clv_average)), 0.01);
   const rows = shown.map((s) => {
     const tr = el("tr");
@@ -199,10 +202,13 @@ function renderClv() {
   const head = el("tr");
   head.append(el("th", t("segment")), el("th"), el("th", t("avgClv"), "num"));
   $("clv").replaceChildren(el("thead"), el("tbody"));
+  $("clv").hidden = shown.length === 0;
   $("clv").tHead.append(head);
   $("clv").tBodies[0].append(...rows);
-  const p = r.prediction;
-  $("clv-note").textContent = `${t("model")} v${p.model_version} · ${t("fitted")} ${p.fitted_at.slice(0, 16).replace("T", " ")}`;
+  const p = r ? r.prediction : null;
+  $("clv-note").textContent = p
+    ? `${t("model")} v${p.model_version} · ${t("fitted")} ${p.fitted_at.slice(0, 16).replace("T", " ")}`
+    : t("noClv");
 }
 
 function renderCustomer() {

@@ -1,7 +1,8 @@
 --[[
 publish_model.lua -- publish a newly fitted CLV model, fenced by the refresh lease.
 
-KEYS[1]  thresholds hash (fields: mv = model version, model = JSON of the fitted model)
+KEYS[1]  thresholds hash (fields: mv = model version, model = JSON of the fitted model,
+         unfit = why the last fit published nothing: cleared here)
 KEYS[2]  refresh lease (string holding the holder's token)
 KEYS[3]  model history (list, newest first: "<version> <JSON>", the last 50 kept for audit)
 ARGV[1]  lease token of the caller
@@ -23,6 +24,7 @@ if v ~= tonumber(ARGV[2]) then
 end
 v = v + 1
 redis.call('HSET', KEYS[1], 'mv', tostring(v), 'model', ARGV[3])
+redis.call('HDEL', KEYS[1], 'unfit')
 redis.call('LPUSH', KEYS[3], tostring(v) .. ' ' .. ARGV[3])
 redis.call('LTRIM', KEYS[3], 0, 49)
 return v
