@@ -10,6 +10,7 @@ Waiting is on observable state (requests received, committed offsets), never on 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -39,6 +40,7 @@ from stream.process import Child
 from stream.schemes import load_scheme
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
+from tests.ports import free_ports
 from tests.support import clock_swept, group_drained, produce, read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -57,6 +59,8 @@ class Hit:
     signature: str
     body: bytes
     at: int  # wall clock when the request arrived, epoch ms
+    query: str = ""
+    authorization: str = ""
 
     def json(self) -> dict[str, Any]:
         doc = orjson.loads(self.body)
@@ -81,17 +85,20 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 key = self.headers.get("Idempotency-Key", "")
-                status = receiver.answer(self.path, key)
+                path, _, query = self.path.partition("?")
+                status = receiver.answer(path, key)
                 arrived = int(time.time() * 1000)
                 with receiver.lock:
                     receiver.hits.append(
                         Hit(
-                            self.path,
+                            path,
                             status,
                             key,
                             self.headers.get("X-RFM-Signature", ""),
                             body,
                             arrived,
+                            query,
+                            self.headers.get("Authorization", ""),
                         )
                     )
                 self.send_response(status)
@@ -114,8 +121,10 @@ class Receiver:
             return 500 if attempt <= 3 else 200
         return 500 if path == "/down" else 200
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+    def url(self, path: str, *, userinfo: str = "", query: str = "") -> str:
+        at = f"{userinfo}@" if userinfo else ""
+        tail = f"?{query}" if query else ""
+        return f"http://{at}127.0.0.1:{self.server.server_address[1]}{path}{tail}"
 
     def all(self) -> list[Hit]:
         with self.lock:
@@ -443,6 +452,80 @@ webhook = {{ url = "{receiver.url("/down")}", retries = 2 }}
     assert stats(isolated, "win_back")["dead_lettered"] == 1
     with redis_of(isolated) as client:  # no delivery happened, so no cooldown started
         assert not client.exists(f"{isolated.name}:cmp:cool:win_back:c-1")
+
+
+def test_no_credential_query_token_secret_or_payload_reaches_the_log(
+    isolated: Isolated, receiver: Receiver, start_campaigns: Callable[..., Campaigns]
+) -> None:
+    """Webhook URLs carry credentials and a query token, as marketing tools' URLs do; one is
+    delivered, one answers 500 until dead-lettered, one has nothing listening. Every line the
+    consumer wrote is then read: none holds the user, the password, the query token, the
+    signing secret, a signature or anything of a payload."""
+    settings, topics = prepare(isolated)
+    mark = uuid.uuid4().hex[:10]
+    user, password, token = f"hookuser{mark}", f"hookpass{mark}", f"qtoken{mark}"
+    coupon, customer = f"PAYLOAD{mark}", f"cust{mark}"
+    userinfo, query = f"{user}:{password}", f"api_key={token}"
+    [closed] = free_ports(1)  # nothing listens there
+    nowhere = f"http://{userinfo}@127.0.0.1:{closed}/hook?{query}"
+    rules = rules_file(
+        isolated,
+        receiver,
+        f"""
+[[rule]]
+id = "win_back"
+trigger = "segment_change"
+to = "at_risk"
+data = {{ coupon = "{coupon}" }}
+webhook = {{ url = "{receiver.url("/ok", userinfo=userinfo, query=query)}" }}
+
+[[rule]]
+id = "farewell"
+trigger = "segment_change"
+to = "lost"
+data = {{ coupon = "{coupon}" }}
+webhook = {{ url = "{receiver.url("/down", userinfo=userinfo, query=query)}", retries = 1 }}
+
+[[rule]]
+id = "wake_up"
+trigger = "segment_change"
+to = "hibernating"
+data = {{ coupon = "{coupon}" }}
+webhook = {{ url = "{nowhere}", retries = 1 }}
+""",
+    )
+    proc = start_campaigns(rules)
+    publish(
+        settings,
+        topics.changes,
+        [
+            change(customer, 1, "loyal", "at_risk"),
+            change(customer, 2, "at_risk", "lost"),
+            change(customer, 3, "lost", "hibernating"),
+        ],
+    )
+    wait_for(
+        lambda: len(read_topic(settings, topics.actions_dlq)) >= 2,
+        timeout=60,
+        what="two dead-lettered actions",
+        diagnose=proc.tail,
+    )
+    settle(settings, proc, "every change consumed and committed")
+
+    [delivered] = receiver.delivered()
+    basic = base64.b64encode(userinfo.encode()).decode()
+    assert (delivered.authorization, delivered.query) == (f"Basic {basic}", query)  # both used
+    signatures = [h.signature for h in receiver.all()]
+    proc.stop()  # everything it had to say is written
+    logs = sorted(isolated.tmp.glob("*.log"))
+    text = "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in logs)
+    assert "delivered" in text and "dead-lettered" in text, text  # the scan reads real lines
+    for secret in (user, password, token, SECRET.decode(), coupon, customer, *signatures):
+        leaks = [line for line in text.splitlines() if secret in line]
+        assert not leaks, f"{secret!r} in the log: {leaks[:3]}"
+    for record in read_topic(settings, topics.actions_dlq):  # the dead letters name no secret
+        doc = record.json()
+        assert user not in doc["url"] and token not in doc["url"] and token not in doc["error"]
 
 
 def test_cooldown_suppresses_a_second_trigger_for_the_same_customer_and_rule(

@@ -21,6 +21,7 @@ from tenacity import (
 
 from consumers.campaigns.actions import Action
 from consumers.campaigns.rules import Webhook
+from stream.redaction import redact_urls
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ async def _post_once(client: httpx.AsyncClient, action: Action, hook: Webhook) -
     except httpx.TimeoutException as exc:
         raise _Transient(f"timed out after {hook.timeout_s:g}s ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
-        raise _Transient(f"{type(exc).__name__}: {str(exc)[:160]}") from None
+        # the message may quote the URL, credentials and query included
+        raise _Transient(f"{type(exc).__name__}: {redact_urls(str(exc))[:160]}") from None
     code = response.status_code
     if 200 <= code < 300:
         return code

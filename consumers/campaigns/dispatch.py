@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -24,18 +23,11 @@ from consumers.campaigns.matching import Trigger
 from consumers.campaigns.rules import Variant
 from consumers.campaigns.variants import choose
 from stream.kafka import KafkaPublisher
+from stream.redaction import public_url
 
 log = logging.getLogger(__name__)
 
 Result = Literal["delivered", "dead_lettered", "already_done", "cooldown"]
-
-
-def _public_url(url: str) -> str:
-    """The URL without credentials or query (tokens often hide there) for the DLQ record."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def dead_letter_record(action: Action, url: str, failure: Failed) -> bytes:
@@ -47,7 +39,7 @@ def dead_letter_record(action: Action, url: str, failure: Failed) -> bytes:
             "customer_id": action.customer_id,
             "event_id": action.event_id,
             "idempotency_key": action.key,
-            "url": _public_url(url),
+            "url": public_url(url),  # no credentials or query: tokens often hide there
             "attempts": failure.attempts,
             "error": failure.reason,
             "body": orjson.Fragment(action.body),

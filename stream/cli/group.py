@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from stream.config import ConfigError, Settings, load_settings
+from stream.redaction import guard_logs
 
 
 def settings_or_exit() -> Settings:
@@ -52,3 +53,4 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    guard_logs()  # no URL credentials, query strings or payloads in any line

@@ -315,9 +315,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     load_scheme(settings.scoring.scheme, settings.scoring.buckets)  # fail fast on a bad scheme
     asyncio.run(_check_layout(settings))  # a wrong RFM_REDIS_SHARDS stops start-up, named
     app = build_app(settings)
-    # aiokafka logs raw records at DEBUG; event payloads must never reach a log (SPEC 9)
-    for name in ("aiokafka", "kafka"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    # aiokafka's raw records at DEBUG, httpx's URLs: the `rfm` group's guard_logs holds them
     use_uvloop()  # before faust.Worker: it creates the main loop, and the consumer thread its own
     worker = Worker(app, loglevel=loglevel, quiet=True)
     tune_gc()
