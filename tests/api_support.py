@@ -145,16 +145,19 @@ def free_port() -> int:
 class ApiServer(Child):
     """`rfm api` as a child process on a free loopback port, its log kept for failures."""
 
-    def __init__(self, env: dict[str, str], log: Path, token: str | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, token: str | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.port = free_port()
-        argv = [sys.executable, "-m", "stream.cli", "api", "--port", str(self.port)]
+        self.host = host
+        argv = [sys.executable, "-m", "stream.cli", "api", "--host", host, "--port", str(self.port)]
         env = {**env, **({"RFM_API_TOKEN": token} if token is not None else {})}
         super().__init__("rfm api", argv, env, log)
         self.token = token
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def client(self, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

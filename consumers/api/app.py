@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,15 +25,18 @@ from starlette.staticfiles import StaticFiles
 from consumers.api import queries
 from consumers.api.customer import customer_doc, plausible_id
 from consumers.api.export import FORMATS, export_chunks
-from consumers.api.guard import LOOPBACK_HOSTS, Guard, is_loopback
-from consumers.api.live import counts_events
+from consumers.api.guard import Guard, allowed_hosts
+from consumers.api.health import CachedPing
+from consumers.api.heavy import HeavySlots, ReleasingStream
+from consumers.api.live import LiveCounts
 from consumers.api.matrices import RangeError, grid_doc, hour_range, transitions_doc
 from consumers.api.metrics import exposition
 from consumers.api.report import report_doc, segments_doc
 from consumers.api.thresholds import thresholds_doc
 from consumers.api.variants import variants_doc
 from stream.clv.prediction import prediction_doc
-from stream.config import Settings
+from stream.config import ConfigError, Settings
+from stream.http_server import check_tls_files, exposure_problem, serve
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
@@ -44,6 +44,7 @@ from stream.store.redis_store import open_store
 log = logging.getLogger("rfm.api")
 STATIC = Path(__file__).parent / "static"
 SEGMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LONG_RANGE_HOURS = 7 * 24  # transitions over more hours than this count as heavy
 
 
 class Json(JSONResponse):
@@ -65,14 +66,23 @@ def is_public(path: str) -> bool:
 
 def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0.0.1") -> Starlette:
     scheme = load_scheme(settings.scoring.scheme, settings.scoring.buckets)
-    store = open_store(settings, socket_connect_timeout=2, socket_timeout=10)
+    api = settings.api
+    # a bounded pool whose callers wait (up to api.redis_wait) instead of failing at once
+    pool = (
+        {}
+        if settings.redis_cluster
+        else {"pool_wait": api.redis_wait_s, "max_connections": api.redis_connections}
+    )
+    store = open_store(settings, socket_connect_timeout=2, socket_timeout=10, **pool)
     decimals = settings.store.currency_decimals
+    health = CachedPing(lambda: queries.ping(store))
+    live_counts = LiveCounts(lambda: queries.counts(store))
+    heavy = HeavySlots(api.heavy_requests)
 
     async def healthz(_: Request) -> Response:
-        try:
-            await asyncio.wait_for(queries.ping(store), timeout=2.0)
-        except (RedisError, OSError, TimeoutError) as exc:
-            return Json({"status": "unavailable", "redis": type(exc).__name__}, status_code=503)
+        problem = await health.problem()
+        if problem is not None:
+            return Json({"status": "unavailable", "redis": problem}, status_code=503)
         return Json({"status": "ok"})
 
     async def metrics(_: Request) -> Response:
@@ -92,7 +102,16 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
             )
         except RangeError as exc:
             return _error(400, str(exc))
-        return Json(transitions_doc(hours, await queries.transitions(store, hours)))
+        if len(hours) <= LONG_RANGE_HOURS:
+            return Json(transitions_doc(hours, await queries.transitions(store, hours)))
+        refused = heavy.refusal()
+        if refused is not None:
+            return refused
+        try:
+            moves = await queries.transitions(store, hours)
+            return Json(await asyncio.to_thread(transitions_doc, hours, moves))
+        finally:
+            heavy.release()
 
     async def report(_: Request) -> Response:
         counts, fields = await queries.segment_report(store)
@@ -155,15 +174,19 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         if segment is not None and not SEGMENT_ID.fullmatch(segment):
             return _error(400, "segment: a segment id such as at_risk")
         name = f"rfm-{segment or 'customers'}.{fmt}"
-        return StreamingResponse(
+        refused = heavy.refusal()
+        if refused is not None:
+            return refused
+        return ReleasingStream(
+            heavy,
             export_chunks(store, settings, segment, fmt),
             media_type=FORMATS[fmt],
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
-    async def live(request: Request) -> Response:
+    async def live(_: Request) -> Response:
         return StreamingResponse(
-            counts_events(lambda: queries.counts(store), request.is_disconnected),
+            live_counts.stream(),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
@@ -194,6 +217,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
+        await live_counts.aclose()
         await store.aclose()
 
     routes = [
@@ -218,7 +242,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Guard,
         token=token,
         public=is_public,
-        allowed_hosts=LOOPBACK_HOSTS if is_loopback(bind_host) else None,
+        allowed_hosts=allowed_hosts(bind_host),
     )
     return Starlette(
         routes=routes,
@@ -237,20 +261,17 @@ def _glob_escape(text: str) -> str:
 
 
 def run_api(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM. The token comes from ``RFM_API_TOKEN`` (empty = none)."""
-    token = os.environ.get("RFM_API_TOKEN") or None
-    if token is None and not is_loopback(host):
-        log.warning("serving on %s without RFM_API_TOKEN: anyone who can reach it can read", host)
+    """Serve until SIGINT/SIGTERM. Raises ConfigError, naming the setting, when the bind
+    would expose the API without a token or a certificate file is missing."""
+    token = settings.api.token
+    problem = exposure_problem(host, "api", settings.api.server, None if token else "RFM_API_TOKEN")
+    if problem is not None:
+        raise ConfigError(problem)
+    check_tls_files("api", settings.api.server)
     app = create_app(settings, token=token, bind_host=host)
     shown = f"[{host}]" if ":" in host else host
-    log.info("dashboard at http://%s:%d/ (token %s)", shown, port, "required" if token else "off")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,  # request paths carry customer ids; logs carry no customer data
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=3,  # open SSE streams would otherwise hold shutdown
+    scheme = "https" if settings.api.server.tls_certfile else "http"
+    log.info(
+        "dashboard at %s://%s:%d/ (token %s)", scheme, shown, port, "required" if token else "off"
     )
+    serve(app, host, port, settings.api.server)

@@ -3,7 +3,8 @@
 - Bearer token (``RFM_API_TOKEN``): compared in constant time; everything but the public
   paths (health probe, the dashboard's static shell, which holds no data) needs it.
 - Host check on a loopback bind: a page on another site cannot DNS-rebind its own name
-  onto 127.0.0.1 and read the API through the operator's browser.
+  onto 127.0.0.1 and read the API through the operator's browser. The bound address is
+  always one of the names allowed.
 - Headers: no sniffing, no framing, scripts and styles from this origin only, and customer
   data never cached.
 
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stream.http_server import is_loopback
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SECURITY_HEADERS = {
@@ -49,8 +52,12 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def is_loopback(bind_host: str) -> bool:
-    return bind_host.strip("[]").lower() in LOOPBACK_HOSTS or bind_host.startswith("127.")
+def allowed_hosts(bind_host: str) -> frozenset[str] | None:
+    """Host names a request may carry: on a loopback bind, the loopback names and the bound
+    address itself (``127.0.0.2`` is its own Host); beyond loopback, any (None)."""
+    if not is_loopback(bind_host):
+        return None
+    return LOOPBACK_HOSTS | {bind_host.strip().strip("[]").lower()}
 
 
 class Guard:

@@ -99,10 +99,14 @@ def campaigns(rules_path: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def api(host: str, port: int) -> None:
-    """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set)."""
+    """Serve the operator API and dashboard (bearer token when RFM_API_TOKEN is set; beyond
+    loopback it must be, unless api.allow_unauthenticated)."""
     from consumers.api.app import run_api
 
-    run_api(settings_or_exit(), host, port)
+    try:
+        run_api(settings_or_exit(), host, port)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
 
 
 @main.command()

@@ -5,8 +5,13 @@ bounds (``body``), turns it into SPEC events (``submission``, the platform mappi
 Answers: 200 ``{"accepted": n}`` once Kafka holds the n events; 400 ``{"errors": [{"index",
 "reason"}]}`` for invalid items (nothing written) or ``{"error"}`` for a body that is not
 JSON or a payload that cannot be mapped; 401 for a missing or wrong secret; 413 past the
-bounds; 415 for a body that is not JSON by its type; 503 with ``Retry-After`` when Kafka did
-not acknowledge in time. Logs carry routes and error classes, never payloads or secrets.
+bounds; 415 for a body that is not JSON by its type; 429 with ``Retry-After`` when the source
+(``rate_limit``) sent more than its rate; 503 with ``Retry-After`` when Kafka did not
+acknowledge in time or ``collect.max_in_flight`` requests already wait on it (``in_flight``).
+Both checks come after authentication and before any Redis or Kafka work, so a sender without
+credentials spends no real source's tokens and is answered without touching either.
+Logs carry routes and error classes, never payloads or secrets, and a flood of refusals
+writes a line a minute (``notices``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -26,14 +32,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stream.collect.auth import bearer_ok, write_key_ok
+from stream.collect.auth import bearer_ok, write_key_index
 from stream.collect.body import Refusal, decode_json, read_body, require_json
 from stream.collect.deliveries import Deliveries
+from stream.collect.in_flight import InFlight
 from stream.collect.metrics import CountRequests, Metrics
+from stream.collect.notices import Notices
 from stream.collect.outgoing import MappingContext, Outgoing, PayloadError
 from stream.collect.pipelined import Pipelined
 from stream.collect.platforms import PLATFORMS, Platform
 from stream.collect.producer import DurableProducer, Unavailable
+from stream.collect.rate_limit import Limit, TokenBuckets, retry_after_s
 from stream.collect.repeats import Repeats
 from stream.collect.signature import verify_base64_hmac
 from stream.collect.submission import Problem, submitted_events
@@ -50,6 +59,14 @@ RETRY_AFTER = "5"  # seconds; the platforms and Segment's libraries retry on the
 TRACKING_SOURCE = "segment"  # the ``shop`` of tracking calls: their event ids are track:segment:…
 WOOCOMMERCE_PING = re.compile(rb"webhook_id=\d{1,20}")
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Busy(Exception):
+    """The request must wait: ``response`` says so (429 or 503, with ``Retry-After``)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 class Json(JSONResponse):
@@ -77,6 +94,8 @@ def _answering(handler: Handler) -> Handler:
             return await handler(request)
         except Refusal as refusal:
             return _refused(refusal.status, refusal.reason)
+        except Busy as busy:
+            return busy.response
         except Exception as exc:
             log.error("%s: unexpected %s", request.url.path[:60], type(exc).__name__)
             return _refused(500, "internal error")
@@ -101,6 +120,9 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
     deliveries = Deliveries(pipelined, settings.key_prefix, collect.delivery_window_s)
     repeats = Repeats(pipelined, settings.key_prefix)
     metrics = Metrics()
+    notices = Notices(log)
+    buckets = TokenBuckets(Limit(collect.source_rate, collect.source_burst))
+    in_flight = InFlight(collect.max_in_flight)
     shops = {(shop.platform, shop.domain): shop for shop in collect.shops}
 
     def context(shop: str) -> MappingContext:
@@ -115,16 +137,64 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
             received_at_ms=wall_ms(),
         )
 
+    def admit(source: str) -> None:
+        """Raise Busy (429) when ``source`` (an authenticated sender, named as in the metrics:
+        ``bearer``, ``write-key-N``, ``shop:NAME``) has no token left."""
+        wait_ns = buckets.take(source, time.monotonic_ns())
+        if wait_ns == 0:
+            return
+        metrics.rate_limited.labels(source).inc()
+        notices.warning(
+            f"limited:{source}",
+            f"{source} sent more than {collect.source_rate}/s (burst {collect.source_burst}): "
+            "answering 429 (collect.source_rate, collect.source_burst)",
+        )
+        seconds = retry_after_s(wait_ns)
+        raise Busy(
+            Json(
+                {"error": f"too many requests from this source; send again in {seconds}s"},
+                status_code=429,
+                headers={"retry-after": str(seconds)},
+            )
+        )
+
+    @contextlib.contextmanager
+    def waiting_on_backends() -> Iterator[None]:
+        """Hold one of ``collect.max_in_flight`` places while Redis and Kafka are awaited;
+        with none left, Busy (503) at once."""
+        if not in_flight.enter():
+            metrics.overloaded.inc()
+            notices.warning(
+                "in-flight",
+                f"{collect.max_in_flight} requests already wait on Redis or Kafka: "
+                "answering 503 (collect.max_in_flight)",
+            )
+            raise Busy(
+                Json(
+                    {"error": "too many requests in flight; send again later"},
+                    status_code=503,
+                    headers={"retry-after": RETRY_AFTER},
+                )
+            )
+        try:
+            yield
+        finally:
+            in_flight.leave()
+
     async def json_body(request: Request) -> Any:
         require_json(request)
         return decode_json(await read_body(request, collect.max_body_bytes, BODY_TIMEOUT))
 
     async def produce(events: Sequence[Outgoing], route: str) -> Response:
+        with waiting_on_backends():
+            return await produce_now(events, route)
+
+    async def produce_now(events: Sequence[Outgoing], route: str) -> Response:
         try:
             await producer.send_all(events)
         except Unavailable as exc:
             metrics.broker_failures.inc()
-            log.warning("%s answered 503: %s", route, exc)
+            notices.warning(f"broker:{route}", f"{route} answered 503: {exc}")
             return Json(
                 {"error": "Kafka did not acknowledge the events in time; send them again"},
                 status_code=503,
@@ -139,6 +209,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
             return _refused(401, "POST /v1/events is off: RFM_COLLECT_TOKEN is not set")
         if not bearer_ok(request.headers.get("authorization"), collect.token):
             return _refused(401, "missing or wrong bearer token", 'Bearer realm="rfm collect"')
+        admit("bearer")
         doc = await json_body(request)
         if isinstance(doc, list) and len(doc) > collect.max_events:
             raise Refusal(413, f"more than {collect.max_events} events (collect.max_events)")
@@ -159,8 +230,10 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
             raise PayloadError("the payload could not be mapped") from None
 
     async def tracking(request: Request, route: str, batch: bool) -> Response:
-        if not write_key_ok(request.headers.get("authorization"), collect.write_keys):
+        key = write_key_index(request.headers.get("authorization"), collect.write_keys)
+        if key is None:
             return _refused(401, "missing or unknown write key", 'Basic realm="rfm collect"')
+        admit(f"write-key-{key + 1}")
         doc = await json_body(request)
         ctx = context(TRACKING_SOURCE)
         names = collect.tracked_events
@@ -214,8 +287,17 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
         shop = verified_shop(platform, request, body)
         if shop is None:
             metrics.bad_signatures.labels(name).inc()
-            log.warning("%s: refused: unknown shop or bad signature", route)
+            notices.warning(f"unsigned:{name}", f"{route}: refused: unknown shop or bad signature")
             return _refused(401, "unknown shop, or the signature does not match")
+        admit(f"shop:{shop.name}")
+        with waiting_on_backends():
+            return await verified_webhook(request, platform, shop, body)
+
+    async def verified_webhook(
+        request: Request, platform: Platform, shop: ShopSettings, body: bytes
+    ) -> Response:
+        name = platform.name
+        route = f"/v1/webhooks/{name}"
         delivery = request.headers.get(platform.delivery_header) or None
         if delivery is not None and await deliveries.seen(name, shop.name, delivery):
             metrics.redeliveries.labels(name).inc()
@@ -231,7 +313,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
             metrics.unused.labels(name).inc()
             return Json({"accepted": 0, "unused_topic": True})
         events = await repeats.unsent(events)
-        response = await produce(events, route)
+        response = await produce_now(events, route)
         if response.status_code == 200:
             await repeats.record(events)
             if delivery is not None:

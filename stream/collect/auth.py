@@ -32,14 +32,15 @@ def bearer_ok(header: str | None, token: str | None) -> bool:
     return token is not None and given is not None and _same(given, token)
 
 
-def write_key_ok(header: str | None, write_keys: Sequence[str]) -> bool:
-    """``Authorization: Basic base64(<write key>:)`` naming one of ``write_keys``."""
+def write_key_index(header: str | None, write_keys: Sequence[str]) -> int | None:
+    """Which of ``write_keys`` ``Authorization: Basic base64(<write key>:)`` names (its
+    position), or None: the source a tracking call is counted against."""
     encoded = credentials(header, "Basic")
     if encoded is None or not write_keys:
-        return False
+        return None
     try:
         user = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")[0]
     except (binascii.Error, ValueError):  # ValueError: not ASCII, or not UTF-8
-        return False
+        return None
     matches = [_same(user, key) for key in write_keys]
-    return any(matches)
+    return matches.index(True) if any(matches) else None

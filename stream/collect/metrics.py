@@ -46,6 +46,17 @@ class Metrics:
             "Webhook deliveries answered 200 without producing: already applied.",
             "platform",
         )
+        self.rate_limited = counter(
+            "rfm_collect_rate_limited",
+            "Requests answered 429: their source (bearer, write-key-N, shop:NAME) sent more "
+            "than collect.source_rate a second beyond collect.source_burst.",
+            "source",
+        )
+        self.overloaded = counter(
+            "rfm_collect_overloaded",
+            "Requests answered 503 at once: collect.max_in_flight requests already waited on "
+            "Redis or Kafka.",
+        )
         self.broker_failures = counter(
             "rfm_collect_broker_failures",
             "Requests answered 503 because Kafka did not acknowledge their events in time.",

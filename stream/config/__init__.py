@@ -32,6 +32,7 @@ from stream.config.collect import (
     collect_secrets,
     shop_domain,
 )
+from stream.config.http import ApiSettings, ServerSettings, api_settings
 from stream.config.names import (
     COLLECT_PLATFORMS,
     DIMENSIONS,
@@ -47,10 +48,12 @@ __all__ = [
     "INTERACTION_KINDS",
     "MIN_GUEST_KEY",
     "TRACKED_EVENTS",
+    "ApiSettings",
     "CollectSettings",
     "ConfigError",
     "PredictionSettings",
     "ScoringSettings",
+    "ServerSettings",
     "Settings",
     "ShopSettings",
     "StoreSettings",
@@ -79,7 +82,7 @@ ENV_SETTINGS = frozenset(
         "RFM_KAFKA_SASL_USERNAME",
         "RFM_KAFKA_SASL_PASSWORD",
         "RFM_KAFKA_SSL_CAFILE",
-        "RFM_API_TOKEN",
+        "RFM_API_TOKEN",  # rfm api: bearer token (at least 16 characters; unset: none asked)
         "RFM_COLLECT_TOKEN",  # rfm collect: bearer token of POST /v1/events (unset: route off)
         "RFM_COLLECT_GUEST_KEY",  # rfm collect: key of the guest customers' e-mail hash
         "RFM_COLLECT_WRITE_KEYS",  # rfm collect: tracking API write keys, comma-separated
@@ -142,6 +145,7 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     prediction: PredictionSettings = field(default_factory=PredictionSettings)
     collect: CollectSettings = field(default_factory=CollectSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     interaction_weights: Mapping[str, int] = field(
         default_factory=lambda: dict.fromkeys(INTERACTION_KINDS, 1)
     )
@@ -152,7 +156,7 @@ class Settings:
         return self.scoring.window_days * 86_400_000
 
 
-SECTIONS = ("store", "scoring", "prediction", "interactions", "collect")
+SECTIONS = ("store", "scoring", "prediction", "interactions", "collect", "api")
 
 
 def _store(raw: dict[str, Any]) -> StoreSettings:
@@ -373,6 +377,7 @@ def settings_from(
         scoring=_scoring(doc.get("scoring", {})),
         prediction=_prediction(doc.get("prediction", {})),
         collect=_collect(doc.get("collect", {}), env),
+        api=api_settings(doc.get("api", {}), env),
         interaction_weights=_weights(doc.get("interactions", {})),
     )
 

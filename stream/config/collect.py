@@ -42,6 +42,13 @@ class CollectSettings:
     # waiting after 5 s, and a late answer is a failed delivery they send again anyway
     ack_timeout_s: float = 3.0
     delivery_window_s: float = 3 * 86_400.0  # how long a webhook delivery id is remembered
+    # per source (a shop, a write key, the bearer token), after authentication: requests a
+    # second sustained, and at once; far above what a storefront sends (docs/security.md)
+    source_rate: int = 200
+    source_burst: int = 2_000
+    # requests waiting on Redis or Kafka at once; past it 503 at once (during a Kafka outage
+    # each waits up to ack_timeout, so without a bound they pile up in memory)
+    max_in_flight: int = 256
     token: str | None = field(default=None, repr=False)  # RFM_COLLECT_TOKEN
     guest_key: bytes = field(default=b"", repr=False)  # RFM_COLLECT_GUEST_KEY
     shops: tuple[ShopSettings, ...] = ()
@@ -65,6 +72,9 @@ COLLECT_KEYS = (
     "max_events",
     "ack_timeout",
     "delivery_window",
+    "source_rate",
+    "source_burst",
+    "max_in_flight",
     "shops",
     "tracking",
 )
@@ -144,6 +154,15 @@ def _collect(raw: Any, env: Mapping[str, str]) -> CollectSettings:
         max_events=as_int("collect.max_events", t.get("max_events", d.max_events), 1, 10_000),
         ack_timeout_s=ack_timeout,
         delivery_window_s=window,
+        source_rate=as_int(
+            "collect.source_rate", t.get("source_rate", d.source_rate), 1, 1_000_000
+        ),
+        source_burst=as_int(
+            "collect.source_burst", t.get("source_burst", d.source_burst), 1, 1_000_000
+        ),
+        max_in_flight=as_int(
+            "collect.max_in_flight", t.get("max_in_flight", d.max_in_flight), 1, 100_000
+        ),
         token=env.get("RFM_COLLECT_TOKEN") or None,
         guest_key=guest_key.encode("utf-8"),
         shops=shops,

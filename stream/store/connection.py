@@ -18,15 +18,20 @@ from stream.store.scripts import Scripts
 from stream.store.wire import pack_with_hiredis
 
 
-def connect(url: str, *, cluster: bool = False, **options: Any) -> Any:
-    """A client for one server, or for a Redis Cluster (any node's URL; slots are discovered)."""
+def connect(
+    url: str, *, cluster: bool = False, pool_wait: float | None = None, **options: Any
+) -> Any:
+    """A client for one server, or for a Redis Cluster (any node's URL; slots are discovered).
+
+    ``pool_wait`` (one server): a bounded pool (``max_connections`` in ``options``) whose
+    callers wait up to that many seconds for a free connection, rather than fail at once."""
     if cluster:
         return RedisCluster.from_url(url, decode_responses=False, **options)
-    return pack_with_hiredis(
-        aioredis.Redis.from_url(
-            url, decode_responses=False, **{"health_check_interval": 30, **options}
-        )
-    )
+    options = {"decode_responses": False, "health_check_interval": 30, **options}
+    if pool_wait is None:
+        return pack_with_hiredis(aioredis.Redis.from_url(url, **options))
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=pool_wait, **options)
+    return pack_with_hiredis(aioredis.Redis.from_pool(pool))
 
 
 class StorePart:

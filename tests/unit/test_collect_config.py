@@ -30,6 +30,7 @@ def test_defaults() -> None:
     assert (c.max_body_bytes, c.max_events) == (1 << 20, 500)
     assert c.ack_timeout_s == 3.0
     assert c.delivery_window_s == 3 * 86_400
+    assert (c.source_rate, c.source_burst, c.max_in_flight) == (200, 2_000, 256)
     assert c.token is None and c.guest_key == b"" and c.write_keys == () and c.shops == ()
     assert dict(c.tracked_events) == TRACKED_EVENTS
 
@@ -49,6 +50,9 @@ def test_values_and_secrets_from_the_environment() -> None:
         "max_events": 10,
         "ack_timeout": "2500ms",
         "delivery_window": "1d",
+        "source_rate": 5,
+        "source_burst": 7,
+        "max_in_flight": 9,
         "shops": {
             "lanyu": SHOP,
             "b": {
@@ -62,6 +66,7 @@ def test_values_and_secrets_from_the_environment() -> None:
     c = collect(table, env)
     assert (c.host, c.port, c.max_body_bytes, c.max_events) == ("0.0.0.0", 9000, 4096, 10)
     assert (c.ack_timeout_s, c.delivery_window_s) == (2.5, 86_400)
+    assert (c.source_rate, c.source_burst, c.max_in_flight) == (5, 7, 9)
     assert c.token == "t0k" and c.guest_key == GUEST_KEY.encode()
     assert c.write_keys == ("wk1", "wk2")
     assert [(s.name, s.platform, s.domain, s.secret) for s in c.shops] == [
@@ -90,6 +95,10 @@ def test_shop_domain_is_what_the_headers_carry() -> None:
         ({"ack_timeout": "5s"}, {}, "collect.ack_timeout"),
         ({"ack_timeout": "soon"}, {}, "collect.ack_timeout"),
         ({"delivery_window": "10s"}, {}, "collect.delivery_window"),
+        ({"source_rate": 0}, {}, "collect.source_rate"),
+        ({"source_rate": 1.5}, {}, "collect.source_rate"),
+        ({"source_burst": 0}, {}, "collect.source_burst"),
+        ({"max_in_flight": 0}, {}, "collect.max_in_flight"),
         ({"shops": []}, {}, "collect.shops"),
         ({"shops": {"a b": SHOP}}, {}, "collect.shops.a b"),
         ({"shops": {"a": {**SHOP, "platform": "magento"}}}, {}, "collect.shops.a.platform"),
