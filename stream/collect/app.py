@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from typing import Any
 
 import orjson
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -47,13 +46,14 @@ from stream.collect.repeats import Repeats
 from stream.collect.signature import verify_base64_hmac
 from stream.collect.submission import Problem, submitted_events
 from stream.collect.tracking import map_batch, map_track
-from stream.config import Settings, ShopSettings, collect_secrets, shop_domain
+from stream.config import ConfigError, Settings, ShopSettings, collect_secrets, shop_domain
+from stream.http_server import check_tls_files, exposure_problem
+from stream.http_server import serve as serve_http
 from stream.shell.processor import wall_ms
 from stream.store.connection import connect
 
 log = logging.getLogger("rfm.collect")
 
-BODY_TIMEOUT = 10.0  # seconds for a whole body to arrive
 HEALTH_TIMEOUT = 2.0
 RETRY_AFTER = "5"  # seconds; the platforms and Segment's libraries retry on their own too
 TRACKING_SOURCE = "segment"  # the ``shop`` of tracking calls: their event ids are track:segment:…
@@ -124,6 +124,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
     buckets = TokenBuckets(Limit(collect.source_rate, collect.source_burst))
     in_flight = InFlight(collect.max_in_flight)
     shops = {(shop.platform, shop.domain): shop for shop in collect.shops}
+    body_timeout = collect.server.body_timeout_s  # seconds for a whole body to arrive
 
     def context(shop: str) -> MappingContext:
         return MappingContext(
@@ -183,7 +184,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
 
     async def json_body(request: Request) -> Any:
         require_json(request)
-        return decode_json(await read_body(request, collect.max_body_bytes, BODY_TIMEOUT))
+        return decode_json(await read_body(request, collect.max_body_bytes, body_timeout))
 
     async def produce(events: Sequence[Outgoing], route: str) -> Response:
         with waiting_on_backends():
@@ -281,7 +282,7 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
         if platform is None:
             return _refused(404, f"no such platform (one of {', '.join(sorted(PLATFORMS))})")
         route = f"/v1/webhooks/{name}"
-        body = await read_body(request, collect.max_body_bytes, BODY_TIMEOUT)
+        body = await read_body(request, collect.max_body_bytes, body_timeout)
         if name == "woocommerce" and _woocommerce_ping(request, platform, body):
             return Json({"accepted": 0, "ping": True})
         shop = verified_shop(platform, request, body)
@@ -371,8 +372,19 @@ def _woocommerce_ping(request: Request, platform: Platform, body: bytes) -> bool
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM. Raises ConfigError, naming the setting, when the bind
+    would expose it with no credential of any kind, or a certificate file is missing."""
     collect = settings.collect
+    unprotected = not (collect.token or collect.shops or collect.write_keys)
+    problem = exposure_problem(
+        host,
+        "collect",
+        collect.server,
+        "RFM_COLLECT_TOKEN (or collect.shops, RFM_COLLECT_WRITE_KEYS)" if unprotected else None,
+    )
+    if problem is not None:
+        raise ConfigError(problem)
+    check_tls_files("collect", collect.server)
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     log.info(
@@ -383,13 +395,4 @@ def serve(settings: Settings, host: str, port: int) -> None:
         len(collect.shops),
         "on" if collect.write_keys else "off (RFM_COLLECT_WRITE_KEYS unset)",
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,  # paths and bodies carry customer data; logs carry none
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=3,
-    )
+    serve_http(app, host, port, collect.server)

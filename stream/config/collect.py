@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.config.checks import ConfigError, as_choice, as_int, as_table, fail, parse_duration
+from stream.config.http import SERVER_KEYS, ServerSettings, server_settings
 from stream.config.names import COLLECT_PLATFORMS, INTERACTION_KINDS, TRACKED_EVENTS
 from stream.validation import expect_table
 
@@ -54,6 +55,7 @@ class CollectSettings:
     shops: tuple[ShopSettings, ...] = ()
     write_keys: tuple[str, ...] = field(default=(), repr=False)  # RFM_COLLECT_WRITE_KEYS
     tracked_events: Mapping[str, str] = field(default_factory=lambda: dict(TRACKED_EVENTS))
+    server: ServerSettings = field(default_factory=ServerSettings)  # timeouts, TLS, exposure
 
 
 def shop_domain(text: str) -> str:
@@ -77,6 +79,7 @@ COLLECT_KEYS = (
     "max_in_flight",
     "shops",
     "tracking",
+    *SERVER_KEYS,
 )
 MIN_GUEST_KEY = 16
 _SHOP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -168,6 +171,7 @@ def _collect(raw: Any, env: Mapping[str, str]) -> CollectSettings:
         shops=shops,
         write_keys=write_keys,
         tracked_events=_tracked_events(t.get("tracking", {})),
+        server=server_settings("collect", t),
     )
 
 
