@@ -22,7 +22,7 @@ from stream.config import Settings
 from stream.core.scoring import moved_ranges
 from stream.core.step import Record
 from stream.kafka.topics import Topics
-from stream.shell.processor import wall_ms
+from stream.shell.processor import Processor, wall_ms
 from stream.shell.refresh import refresh
 from stream.shell.wiring import build_processor
 from stream.store.keys import DIMS
@@ -78,6 +78,21 @@ async def _scores(store: RedisStore, ids: Sequence[str]) -> list[bytes | None]:
     return list(await pipe.execute())
 
 
+async def populate(
+    processor: Processor, topic: str, events: Sequence[tuple[bytes, bytes]], what: str
+) -> float:
+    """Apply ``events`` through the worker's code path in batches; returns the seconds taken."""
+    started = wall_ms()
+    for start in range(0, len(events), BATCH):
+        chunk = events[start : start + BATCH]
+        stats = await processor.process(
+            [Record(topic, 0, start + n, k, v) for n, (k, v) in enumerate(chunk)]
+        )
+        if stats.rejected or stats.accepted != len(chunk):
+            raise BenchError(f"populating for {what}: {stats}")
+    return (wall_ms() - started) / 1000
+
+
 async def measure(
     settings: Settings,
     customers: int,
@@ -96,15 +111,7 @@ async def measure(
         work = orders(customers, customers, now_ms=wall_ms(), tag="r", currency=cur, decimals=dec)
         population = Population.of(work.customer, work.amount, work.at)
         await seed(store, thresholds_of(population, buckets))
-        started = wall_ms()
-        for start in range(0, len(work), BATCH):
-            chunk = work.events[start : start + BATCH]
-            stats = await processor.process(
-                [Record(topic, 0, start + n, k, v) for n, (k, v) in enumerate(chunk)]
-            )
-            if stats.rejected or stats.accepted != len(chunk):
-                raise BenchError(f"populating for the refresh bench: {stats}")
-        populate_s = (wall_ms() - started) / 1000
+        populate_s = await populate(processor, topic, work.events, "the refresh bench")
         sent = len(work)
         del work  # the worker holds no workload: neither should the refresh's heap
         say(f"refresh: {customers:,} customers loaded in {populate_s:.1f}s")

@@ -24,6 +24,7 @@ from bench.collector import (
     Collector,
 )
 from bench.core import CoreCost
+from bench.export_rate import ExportRate
 from bench.import_rate import ImportRate
 from bench.latency import CALM_SHARE, Latency
 from bench.memory import Memory
@@ -65,6 +66,7 @@ class Results:
     latency_calm: Latency | None = None  # well below the worker's capacity (see runner)
     scale_out: Throughput | None = None  # end to end with params["workers"] in one group
     collector: Collector | None = None  # `rfm collect` into Kafka, and a bare producer
+    export: ExportRate | None = None  # `rfm export` of a population with a CLV model
     # Redis bytes of each refresh population (one order per customer), keyed by its size:
     # the memory target is stated at 1,000,000 customers, which the end-to-end run is not
     refresh_memory: dict[int, Memory] = field(default_factory=dict)
@@ -123,6 +125,7 @@ def to_json(r: Results) -> dict[str, Any]:
         "redis_bytes_by_key_class": {k: round(v, 1) for k, v in r.memory.parts.items()},
         "import_events_per_s": round(r.import_rate.events_per_s, 1),
         "collector": r.collector.as_dict(r.machine["cores"]) if r.collector else None,
+        "export": r.export.as_dict() if r.export else None,
         "scale_out": (
             {
                 "workers": r.params["workers"],
@@ -236,6 +239,13 @@ def table(r: Results) -> Table:
     )
     if r.collector is not None:
         _collector_rows(t, r.collector)
+    if r.export is not None:
+        t.add_row(
+            f"rfm export (JSONL, CLV predictions), {r.export.customers:,} customers",
+            f"{r.export.seconds:.1f} s ({r.export.customers_per_s:,.0f}/s)",
+            "",
+            "",
+        )
     for mode, cpu in r.core.items():
         t.add_row(
             f"core CPU per customer, {mode} Python (fold / re-score)",

@@ -29,6 +29,7 @@ from bench import (
     batch,
     collector,
     core,
+    export_rate,
     import_rate,
     machine,
     memory,
@@ -155,6 +156,19 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             state.profiles[who] = (folded, hot_spots(folded))
         await run.drop_keys(collector.PART)  # its webhook delivery ids
 
+        exported = await export_rate.measure(
+            run.settings(export_rate.PART),
+            run.env(export_rate.PART),
+            run.scratch,
+            options.customers,
+            say,
+        )
+        say(
+            f"rfm export: {exported.customers:,} customers in {exported.seconds:.1f}s"
+            f" ({exported.customers_per_s:,.0f}/s)"
+        )
+        await run.drop_keys(export_rate.PART)
+
         costs = []
         at_scale: dict[int, memory.Memory] = {}
         for size in options.refresh_sizes:
@@ -196,6 +210,7 @@ async def _measure(run: Run, options: Options, say: Callable[[str], None]) -> Re
             batch=recomputed,
             import_rate=imported,
             collector=collected,
+            export=exported,
             core=cpu,
             segment_counts=segment_counts,
             profiles={who: spots for who, (_, spots) in state.profiles.items()},

@@ -189,6 +189,12 @@ def check_spec_shape(doc: dict[str, Any], out: Path) -> None:
     assert all(20 <= entry["moved"] <= 300 for entry in refresh), refresh
     assert number(doc["redis_bytes_per_customer"]) and doc["redis_bytes_per_customer"] > 0
     assert number(doc["batch_recompute_s"]) and doc["batch_recompute_s"] >= 0
+    # `rfm export` of the whole population, every line with a prediction from a fitted model
+    export = doc["export"]
+    assert export["customers"] == doc["params"]["customers"], export
+    assert number(export["seconds"]) and export["seconds"] > 0, export
+    assert number(export["customers_per_s"]) and export["customers_per_s"] > 0, export
+    assert isinstance(export["model_version"], int) and export["model_version"] >= 1, export
     machine = doc["machine"]
     assert isinstance(machine["cores"], int) and machine["cores"] >= 1
     assert isinstance(machine["cpu_model"], str) and isinstance(machine["python"], str)
