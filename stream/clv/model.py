@@ -131,24 +131,7 @@ def fit_gamma_gamma(x: ArrayLike, zbar: ArrayLike) -> GammaGamma:
     p, q, g = _minimise(nll, (1.0, 1.0, 1.0))
     if q <= 1:
         raise FitError(f"spend model has no finite mean (q = {q:.3f} <= 1)")
-    fitted = GammaGamma(float(p), float(q), float(g))
-    # The population mean is what a one-time buyer is expected to spend per purchase. A fit
-    # that puts it above every repeat buyer's own mean (q close to 1 on heavy-tailed spend)
-    # describes none of the customers it was fitted on.
-    mean, largest = population_mean_spend(fitted), float(gz.max())
-    if not mean <= largest:
-        raise FitError(
-            f"spend model's mean spend per purchase ({mean:.2f}) is above every repeat "
-            f"buyer's mean spend (at most {largest:.2f}; q = {q:.3f})"
-        )
-    return fitted
-
-
-def population_mean_spend(g: GammaGamma) -> float:
-    """E[spend per purchase] across customers, p * gamma / (q - 1); finite only for q > 1.
-    It is also the expected spend of a customer with no repeat purchase (``expected_spend``
-    at x = 0)."""
-    return g.p * g.gamma / (g.q - 1) if g.q > 1 else math.inf
+    return GammaGamma(float(p), float(q), float(g))
 
 
 # ---- per-customer predictions -------------------------------------------------------------
