@@ -6,11 +6,13 @@ applied once. On a private stack on free ports, so the shared broker keeps runni
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
@@ -26,6 +28,7 @@ from tests.support import (
     wait_for,
 )
 from tests.test_collect import (
+    TOKEN,
     CollectServer,
     config_text,
     shopify_style_order,
@@ -37,6 +40,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DAY = 86_400_000
 PLATFORM_WAIT = 5.0  # seconds a storefront platform waits for an answer
+IN_FLIGHT, CROWD = 3, 12  # collect.max_in_flight, and requests sent at once during the outage
 
 
 def test_broker_outage_is_503_within_5s_and_nothing_answered_2xx_is_lost(
@@ -44,7 +48,7 @@ def test_broker_outage_is_503_within_5s_and_nothing_answered_2xx_is_lost(
     tmp_path: Path,
 ) -> None:
     iso = Isolated(private_stack.infra, "outage", tmp_path)
-    config = iso.config_file(config_text())
+    config = iso.config_file(config_text(f"[collect]\nmax_in_flight = {IN_FLIGHT}\n"))
     now = int(time.time() * 1000) - 60_000
     sent: list[dict[str, Any]] = []  # every event of a request answered 2xx
     refused: list[tuple[str, Any]] = []  # requests answered 503, to be sent again
@@ -101,6 +105,20 @@ def test_broker_outage_is_503_within_5s_and_nothing_answered_2xx_is_lost(
         assert server.http.get("/healthz").status_code == 503
         assert server.metric("rfm_collect_broker_failures_total") == len(took)
 
+        # a crowd while Kafka is down: IN_FLIGHT wait for the acknowledgement, the rest are
+        # answered 503 at once instead of piling up behind them
+        crowd = asyncio.run(asyncio.wait_for(at_once(server, now), 60))
+        quick = [t for status, reason, t, _ in crowd if status == 503 and "in flight" in reason]
+        waited = [t for status, reason, t, _ in crowd if status == 503 and "in time" in reason]
+        print(
+            f"crowd of {CROWD}: {len(quick)} refused in <= {max(quick, default=0):.2f}s,",
+            f"{len(waited)} waited",
+        )
+        assert (len(quick), len(waited)) == (CROWD - IN_FLIGHT, IN_FLIGHT), crowd
+        assert max(quick) < 1.0 <= min(waited)
+        assert server.metric("rfm_collect_overloaded_total") == CROWD - IN_FLIGHT
+        refused.extend(("events", batch) for *_, batch in crowd)  # the senders try again
+
         private_stack.up()
         wait_for(server.healthy, timeout=90, what="/healthz to answer 200 again")
         for kind, body in refused:  # the platforms send again
@@ -132,6 +150,27 @@ def test_broker_outage_is_503_within_5s_and_nothing_answered_2xx_is_lost(
         assert_export_is_the_oracle(rfm(iso, config, "export"), sent)
     finally:
         worker.stop()
+
+
+async def at_once(
+    server: CollectServer, now: int
+) -> list[tuple[int, str, float, list[dict[str, Any]]]]:
+    """CROWD event batches sent together: (status, error, seconds to the answer, batch)."""
+    limits = httpx.Limits(max_connections=CROWD)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+
+        async def one(n: int) -> tuple[int, str, float, list[dict[str, Any]]]:
+            batch = [order(90_000 + n, f"crowd-{n}", 500, now - DAY)]
+            started = time.monotonic()
+            answer = await http.post(
+                "/v1/events",
+                content=orjson.dumps(batch),
+                headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+            )
+            assert int(answer.headers.get("retry-after", "0")) > 0, answer.text
+            return answer.status_code, answer.json()["error"], time.monotonic() - started, batch
+
+        return list(await asyncio.gather(*(one(n) for n in range(CROWD))))
 
 
 def applied(iso: Isolated) -> int:
