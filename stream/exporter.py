@@ -1,10 +1,19 @@
-"""`rfm export`: every customer as one line shaped like the change event (SPEC section 8)."""
+"""`rfm export` and ``/api/export``: every customer as one line shaped like the change event
+(SPEC section 8).
+
+Reading a page is I/O; decoding its hashes, predicting and encoding its lines is CPU work of
+tens of milliseconds a page, so that part runs in a worker thread: the API's event loop stays
+free to answer its other requests (the health probe, the dashboard) while exports run.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import orjson
 
@@ -13,7 +22,13 @@ from stream.config import Settings
 from stream.core.customer import Customer, metrics
 from stream.core.rescore import metrics_dict
 from stream.shell.processor import wall_ms
+from stream.store.codec import decode_customer
 from stream.store.redis_store import RedisStore
+
+PAGE = 200  # customers per read and chunk: the loop's share of a page (its read) stays short
+# One thread for every export of the process: more would not run faster (the work holds the
+# GIL) and would take the GIL from the event loop more often.
+_ENCODER = ThreadPoolExecutor(1, thread_name_prefix="rfm-export")
 
 CSV_FIELDS = (
     "customer_id",
@@ -61,17 +76,58 @@ def export_page(
     ]
 
 
-async def export_pages(
-    store: RedisStore, settings: Settings, segment: str | None = None
-) -> AsyncIterator[list[dict[str, object]]]:
-    """Every customer's line, a page at a time (one pipelined read each, constant memory);
-    the model is read once, so every line carries the same version."""
+def encoded_page(
+    ids: Sequence[str],
+    hashes: Sequence[dict[Any, Any]],
+    settings: Settings,
+    now: int,
+    model: Model | None,
+    segment: str | None,
+    fmt: str,
+) -> tuple[int, bytes]:
+    """A page of stored customer hashes as (lines, bytes) in ``fmt`` (jsonl or csv): the CPU
+    part of an export, free of I/O so it can run off the event loop."""
+    customers = [decode_customer(cid, f) for cid, f in zip(ids, hashes, strict=True) if f]
+    rows = export_page(customers, settings, now, model, segment)
+    if fmt == "csv":
+        return len(rows), "".join(csv_line(r) for r in rows).encode("utf-8")
+    return len(rows), b"".join(jsonl_line(r) for r in rows)
+
+
+async def encoded_pages(
+    store: RedisStore, settings: Settings, segment: str | None, fmt: str
+) -> AsyncIterator[tuple[int, bytes]]:
+    """Every customer's line in ``fmt``, a page at a time as (lines, bytes): one pipelined
+    read per page on the loop, the rest in a worker thread; memory stays flat. The model is
+    read once, so every line carries the same version."""
     now = wall_ms() if settings.scoring.clock == "wall" else await store.event_clock()
     model = await store.model()
-    async for customers in store.customer_pages():
-        rows = export_page(customers, settings, now, model, segment)
-        if rows:
-            yield rows
+    async for ids, hashes in _stored_pages(store):
+        lines, data = await asyncio.get_running_loop().run_in_executor(
+            _ENCODER, encoded_page, ids, hashes, settings, now, model, segment, fmt
+        )
+        if lines:
+            yield lines, data
+
+
+async def _stored_pages(store: RedisStore) -> AsyncIterator[tuple[list[str], list[Any]]]:
+    """Every stored customer's raw hash, a page at a time (SCAN + one pipelined HGETALL per
+    page); SCAN returns every customer present throughout at least once."""
+    ids: list[str] = []
+    async for cid in store.scan_customer_ids():
+        ids.append(cid)
+        if len(ids) >= PAGE:
+            yield ids, await _hashes(store, ids)
+            ids = []
+    if ids:
+        yield ids, await _hashes(store, ids)
+
+
+async def _hashes(store: RedisStore, ids: Sequence[str]) -> list[Any]:
+    pipe = store.redis.pipeline(transaction=False)
+    for cid in ids:
+        pipe.hgetall(store.keys.customer(cid))
+    return list(await pipe.execute())
 
 
 def jsonl_line(row: dict[str, object]) -> bytes:

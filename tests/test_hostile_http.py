@@ -8,12 +8,15 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.api_support import ApiServer, free_port
+from stream.store.redis_store import open_store
+from tests.api_support import ApiServer, free_port, order, score_events
 from tests.conftest import Isolated
 
 pytestmark = pytest.mark.integration
@@ -312,3 +315,93 @@ def test_tls_with_a_certificate_and_key(isolated: Isolated) -> None:
     missing.write_text(f'[api]\ntls_certfile = "{cert}.gone"\ntls_keyfile = "{key}"\n')
     done = _rfm({**env, "RFM_CONFIG": str(missing)}, "api", "--port", str(port))
     assert done.returncode != 0 and "api.tls_certfile: no such file" in done.stderr, done
+
+
+EXPORTERS, POPULATION = 5, 20_000
+
+
+def test_full_exports_leave_the_probe_answering_quickly(isolated: Isolated) -> None:
+    """Five full exports of 20,000 customers (predictions in) at once, the health probe asked
+    meanwhile: every export complete and every probe answered well within a second. The
+    probe's times on a shared 2-core box vary too much to tell decoding on the loop from
+    decoding off it (see the test below for that); this bound catches an export holding the
+    loop for whole exports at a time."""
+    from bench.export_rate import load
+
+    settings = isolated.settings()
+    asyncio.run(load(settings, POPULATION, lambda _: None))
+    config = isolated.config_file(f"[api]\nheavy_requests = {EXPORTERS}\n")
+    with ApiServer(isolated.process_env(config), isolated.tmp / "api.log", TOKEN) as api:
+
+        async def run() -> tuple[list[int], list[float]]:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(base_url=api.url, timeout=300, headers=headers) as c:
+
+                async def export() -> int:
+                    lines = 0
+                    async with c.stream("GET", "/api/export") as reply:
+                        assert reply.status_code == 200, reply.status_code
+                        async for chunk in reply.aiter_bytes():
+                            lines += chunk.count(b"\n")
+                    return lines
+
+                exports = [asyncio.create_task(export()) for _ in range(EXPORTERS)]
+                probes: list[float] = []
+                while not all(task.done() for task in exports):
+                    started = time.monotonic()
+                    assert (await c.get("/healthz")).status_code == 200
+                    probes.append(time.monotonic() - started)
+                    await asyncio.sleep(0.05)
+                return list(await asyncio.gather(*exports)), probes
+
+        lines, probes = asyncio.run(run())
+        assert api.alive, api.tail()
+    assert lines == [POPULATION] * EXPORTERS, lines
+    probes.sort()
+    p95 = probes[int(len(probes) * 0.95)]
+    print(
+        f"\n{EXPORTERS} exports of {POPULATION:,} customers; {len(probes)} probes meanwhile: "
+        f"median {probes[len(probes) // 2] * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"max {probes[-1] * 1000:.0f} ms"
+    )
+    assert len(probes) >= 10 and p95 < 0.5, probes[-10:]
+
+
+def test_export_pages_are_decoded_off_the_event_loop(isolated: Isolated) -> None:
+    """Each page of an export is decoded, predicted and encoded in a worker thread, never on
+    the thread that runs the event loop (where it would hold every other request back)."""
+    from stream import exporter
+
+    settings = isolated.settings()
+    now = int(time.time() * 1000)
+    score_events(
+        settings,
+        [
+            (settings.topic_prefix + "orders", order(n, f"c{n}", 1000 + n, now - n))
+            for n in range(450)
+        ],
+        then_refresh=True,
+    )
+    threads: list[int] = []
+    encode = exporter.encoded_page
+
+    def watched(*args: Any) -> tuple[int, bytes]:
+        threads.append(threading.get_ident())
+        return encode(*args)
+
+    async def run() -> tuple[int, int]:
+        store = open_store(settings)
+        try:
+            lines = 0
+            async for n, _ in exporter.encoded_pages(store, settings, None, "jsonl"):
+                lines += n
+            return lines, threading.get_ident()
+        finally:
+            await store.aclose()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exporter, "encoded_page", watched)
+        lines, loop_thread = asyncio.run(run())
+    assert lines == 450
+    assert len(threads) == -(-450 // exporter.PAGE), threads
+    assert loop_thread not in threads

@@ -2,7 +2,8 @@
 
 Lines are exactly ``rfm export``'s (``stream.exporter``): the same fields, the same JSONL
 encoding and the same CSV cells, spreadsheet formulas in untrusted ids neutralised. One
-chunk per page of customers keeps both the memory and the number of writes bounded.
+chunk per page of customers keeps both the memory and the number of writes bounded, and
+each page is decoded and encoded in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from stream.config import Settings
-from stream.exporter import csv_header, csv_line, export_pages, jsonl_line
+from stream.exporter import csv_header, encoded_pages
 from stream.store.redis_store import RedisStore
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
@@ -21,8 +22,5 @@ async def export_chunks(
 ) -> AsyncIterator[bytes]:
     if fmt == "csv":
         yield csv_header().encode("utf-8")
-    async for rows in export_pages(store, settings, segment):
-        if fmt == "csv":
-            yield "".join(csv_line(r) for r in rows).encode("utf-8")
-        else:
-            yield b"".join(jsonl_line(r) for r in rows)
+    async for _, data in encoded_pages(store, settings, segment, fmt):
+        yield data

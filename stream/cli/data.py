@@ -318,7 +318,7 @@ def _accounts(path: Path, skip_rejects: bool) -> Accounts:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export(segment: str | None, fmt: str, output: Path | None) -> None:
     """Every customer with segment, seq, scores and metrics (JSONL or CSV)."""
-    from stream.exporter import csv_header, csv_line, export_pages, jsonl_line
+    from stream.exporter import csv_header, encoded_pages
     from stream.store.redis_store import open_store
 
     settings = settings_or_exit()
@@ -333,12 +333,9 @@ def export(segment: str | None, fmt: str, output: Path | None) -> None:
             out = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
             if fmt == "csv":
                 out.write(csv_header().encode())
-            async for rows in export_pages(store, settings, segment):
-                if fmt == "jsonl":
-                    out.write(b"".join(jsonl_line(row) for row in rows))
-                else:
-                    out.write("".join(csv_line(row) for row in rows).encode())
-                n += len(rows)
+            async for lines, data in encoded_pages(store, settings, segment, fmt):
+                out.write(data)
+                n += lines
             out.flush()
         await store.redis.aclose()
         return n
