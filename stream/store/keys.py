@@ -154,6 +154,11 @@ class Keys:
         has passed."""
         return f"{self.prefix}dueheads{self._tag(shard)}"
 
+    def positions(self, shard: int = 0) -> str:
+        """Hash ``"<topic>:<partition>"`` -> the next input offset to read: every event
+        before it has its commit in this shard (see advance_positions.lua)."""
+        return f"{self.prefix}positions{self._tag(shard)}"
+
     def clock(self, shard: int = 0) -> str:
         return f"{self.prefix}clock{self._tag(shard)}"
 

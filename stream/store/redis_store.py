@@ -7,6 +7,7 @@
 | thresholds, the CLV model, the refresh lease, fences | ``stream.store.publication`` |
 | counts, report, grid, transitions, stats | ``stream.store.aggregates`` |
 | changes committed but not yet published | ``stream.store.outbox`` |
+| how far each input partition has been applied | ``stream.store.positions`` |
 | the shard count on record, older index layouts | ``stream.store.layouts`` |
 
 The Lua scripts are in ``stream.store.scripts``; the client in ``stream.store.connection``.
@@ -25,6 +26,7 @@ from stream.store.indexes import Indexes
 from stream.store.keys import Keys
 from stream.store.layouts import Layouts
 from stream.store.outbox import Outbox
+from stream.store.positions import Positions
 from stream.store.publication import Publication
 from stream.store.scripts import Scripts
 
@@ -32,7 +34,7 @@ __all__ = ["RedisStore", "connect", "open_store"]
 
 
 @dataclass
-class RedisStore(CustomerStates, Indexes, Publication, Aggregates, Outbox, Layouts):
+class RedisStore(CustomerStates, Indexes, Publication, Aggregates, Outbox, Positions, Layouts):
     """Every read and write of the scorer's state, on one client (a server or a cluster)."""
 
     redis: Any

@@ -38,6 +38,8 @@ class Scripts:
         self.renew_lease = register(source("renew_lease.lua"))
         self.raise_fence = register(source("raise_fence.lua"))
         self.set_under_lease = register(source("set_under_lease.lua"))
+        self.positions = register(source("positions.lua"))
+        self.advance_positions = register(source("advance_positions.lua"))
 
     async def run(self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)``. One pipelined round trip on a single

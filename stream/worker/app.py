@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import faust
+from faust.types import TP
 
 from stream import native
 from stream.config import Settings
@@ -33,10 +35,12 @@ from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.shell.wiring import build_processor
 from stream.store.redis_store import open_store
-from stream.worker.faust_patches import AgentEvents, App, Worker
+from stream.worker.faust_patches import AgentEvents, App, FastConsumer, Worker
+from stream.worker.replay import Replay, Rewinds
 from stream.worker.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")
+T = TypeVar("T")
 BATCH_MAX = 2000
 PENDING_MAX = 2 * BATCH_MAX  # events taken from the stream and not yet applied, at most
 TICK_S = 1.0  # from the end of one periodic round to the start of the next
@@ -55,6 +59,7 @@ class Runtime:
         self.healthy = True
         self.batches: Batches | None = None  # the agent's, once it runs
         self._rounds: asyncio.Task[None] | None = None
+        self._replay: Replay | None = None
 
     async def processor(self) -> Processor:
         """Changes and dead letters go out through our own batching aiokafka producer:
@@ -74,7 +79,9 @@ class Runtime:
             await publisher.stop()  # a failed start must not leak a producer per retry
             raise
         self._publisher = publisher
-        processor = build_processor(s, publisher)
+        store = open_store(s)
+        processor = build_processor(s, publisher, store)
+        self._replay = Replay(store)
         log.info("core: %s", "compiled (stream.native)" if native.active() else "plain Python")
         return processor
 
@@ -105,18 +112,51 @@ class Runtime:
         if self._publisher is not None:
             await self._publisher.stop()
 
-    async def apply(self, records: list[Record]) -> None:
+    def forget_positions(self) -> None:
+        """A rebalance happened: each partition's position is checked afresh."""
+        if self._replay is not None:
+            self._replay.forget()
+
+    async def check(self, records: list[Record]) -> Rewinds:
+        """Before applying ``records``: the partitions whose input position in Redis is
+        behind (``stream.worker.replay``), to read again first."""
+
+        async def step() -> Rewinds:
+            await self.processor()
+            assert self._replay is not None  # built with the processor
+            return await self._replay.before(records)
+
+        return await self._until_done(records, step)
+
+    async def apply(self, records: list[Record]) -> Rewinds:
+        """Apply ``records``, then advance their input positions in Redis; returns the
+        partitions found behind (Redis lost writes meanwhile), to read again."""
+        applied = False
+
+        async def step() -> Rewinds:
+            nonlocal applied
+            if not applied:
+                await (await self.processor()).process(records)
+                applied = True
+            assert self._replay is not None
+            return await self._replay.after(records)
+
+        rewinds = await self._until_done(records, step)
+        if not self.healthy:
+            log.warning("recovered: batch applied")
+        self.healthy = True
+        return rewinds
+
+    async def _until_done(self, records: list[Record], step: Callable[[], Awaitable[T]]) -> T:
+        """``step`` retried until it succeeds: Redis/Kafka trouble never drops a batch, and
+        never lets one be acked unapplied."""
         delay = 0.1
         while True:
             try:
-                await (await self.processor()).process(records)
-                if not self.healthy:
-                    log.warning("recovered: batch applied")
-                self.healthy = True
-                return
+                return await step()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis/Kafka trouble: never drop, never ack unapplied
+            except Exception as exc:
                 self.healthy = False
                 log.error(
                     "batch of %s not applied yet (%s); retrying in %.1fs",
@@ -159,7 +199,13 @@ class Batches:
     big batches. Faust's ``take_events`` instead stops buffering while its batch is
     processed and then waits ``within`` for the next: with a backlog the worker applied
     batches of ~220 events (what Faust delivers in 20 ms), which kept the processor's
-    load/fold/commit pipeline from overlapping at all."""
+    load/fold/commit pipeline from overlapping at all.
+
+    Each batch is checked against the input positions Redis holds before it is applied, and
+    advances them after (``stream.worker.replay``). A partition found behind (Redis lost
+    writes) is read again from there: its events held here are dropped, unacked, the
+    consumer seeks back, and what it had fetched before the seek is dropped as it arrives,
+    up to the first event of the replay (the first below what was dropped)."""
 
     def __init__(self, runtime: Runtime, ack: Callable[[Any], object]) -> None:
         self.runtime = runtime
@@ -170,12 +216,17 @@ class Batches:
         self.room.set()
         self.finishing = False
         self._task: asyncio.Task[None] | None = None
+        # partition read again -> (offset from which what arrives is stale, generation)
+        self.stale: dict[Any, tuple[int, int]] = {}
+        self.generation: int | None = None  # the consumer's, when the last batch was checked
 
     async def add(self, event: Any) -> None:
         if self._task is None:
             self._task = asyncio.ensure_future(self._apply_forever())
         elif self._task.done():
             self._task.result()  # raises what stopped it (only a bug can)
+        if self.stale and self._fetched_before_rewind(event.message):
+            return
         self.pending.append(event)
         self.arrived.set()
         if len(self.pending) >= PENDING_MAX:
@@ -191,13 +242,60 @@ class Batches:
             if not self.pending:
                 self.arrived.clear()
             self.room.set()
-            records = [
-                Record(m.topic, m.partition, m.offset, m.key, m.value)
-                for m in (e.message for e in batch)
-            ]
-            await self.runtime.apply(records)
+            if not batch:  # what was held was dropped by a rewind
+                continue
+            generation = self.runtime.app.consumer_generation_id
+            if generation != self.generation:
+                self.runtime.forget_positions()
+                self.generation = generation
+            rewinds = await self.runtime.check(_records(batch))
+            if rewinds:
+                await self._rewind(batch, rewinds)
+                batch = [e for e in batch if _tp(e.message) not in rewinds]
+                if not batch:
+                    continue
+            rewinds = await self.runtime.apply(_records(batch))
             for event in batch:
                 self.ack(event)
+            if rewinds:
+                await self._rewind(batch, rewinds)
+
+    def _fetched_before_rewind(self, message: Any) -> bool:
+        """An event of a partition being read again, fetched before the seek. The first
+        event below the offset where those begin is the replay's: from it on, all pass."""
+        held = self.stale.get(message.tp)
+        if held is None:
+            return False
+        stale_from, generation = held
+        if message.generation_id == generation and message.offset >= stale_from:
+            return True
+        del self.stale[message.tp]
+        cast(FastConsumer, self.runtime.app.consumer).rewound(message.tp)
+        return False
+
+    async def _rewind(self, batch: list[Any], rewinds: Rewinds) -> None:
+        """Read each partition of ``rewinds`` again from its offset: drop its events held
+        here (none is acked) and seek the consumer back."""
+        held: dict[tuple[str, int], int] = {}
+        for event in itertools.chain(batch, self.pending):
+            tp = _tp(event.message)
+            if tp in rewinds:
+                held[tp] = max(held.get(tp, -1), event.message.offset)
+        self.pending = [e for e in self.pending if _tp(e.message) not in rewinds]
+        if len(self.pending) < PENDING_MAX:
+            self.room.set()
+        consumer = cast(FastConsumer, self.runtime.app.consumer)
+        for (topic, partition), offset in rewinds.items():
+            tp = TP(topic, partition)
+            self.stale[tp] = (held[(topic, partition)] + 1, self.runtime.app.consumer_generation_id)
+            log.warning(
+                "input %s[%s]: Redis holds it applied up to offset %s only (it lost writes"
+                " or restarted); reading it again from there",
+                topic,
+                partition,
+                offset,
+            )
+            await consumer.rewind(tp, offset)
 
     async def finish(self, timeout: float) -> None:
         """Start no further batch, and wait up to ``timeout`` for the one being applied (and
@@ -215,6 +313,16 @@ class Batches:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _tp(message: Any) -> tuple[str, int]:
+    return (message.topic, message.partition)
+
+
+def _records(events: list[Any]) -> list[Record]:
+    return [
+        Record(m.topic, m.partition, m.offset, m.key, m.value) for m in (e.message for e in events)
+    ]
 
 
 def build_app(settings: Settings) -> faust.App:

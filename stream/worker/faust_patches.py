@@ -32,6 +32,9 @@ things it does per fetch or per record, each measured on the worker:
   messages are tracked as unacked where Faust would wait for them (``stream_wait_empty``,
   which the worker turns off: it acks only applied events, and a restart redelivers).
 
+One thing is added: ``FastConsumer.rewind``, which reads a partition again from an
+offset below what Faust has already read (the worker's state lost the events after it).
+
 The worker's end and its log are ``AgentEvents`` (it ends where Faust stops the agent) and
 ``Worker`` (log colours only on a terminal, no spinner, SIGHUP as SIGTERM).
 """
@@ -134,6 +137,31 @@ class FastConsumer(Consumer):
 
     _drained: asyncio.Event | None = None  # set when a held-back partition may fetch again
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rewinding: set[Any] = set()  # partitions sought back, replay not seen yet
+
+    async def rewind(self, tp: Any, offset: int) -> None:
+        """Read ``tp`` again from ``offset`` (the state lost what came after it).
+
+        Faust drops a record whose offset is below the last one it read from its
+        partition, and records fetched before the seek still pass through and raise that
+        mark. Until the agent sees the replay begin (``rewound``), each fetch therefore
+        clears the mark of ``tp`` before its records are read; the agent drops the records
+        fetched before the seek."""
+        self._rewinding.add(tp)
+        await self.seek_wait({tp: offset})
+
+    def rewound(self, tp: Any) -> None:
+        """The replay of ``tp`` reached the agent: Faust's own mark holds again."""
+        self._rewinding.discard(tp)
+
+    async def perform_seek(self) -> None:
+        """After a rebalance every partition starts at its committed offset: no rewind
+        under way survives it."""
+        self._rewinding = set()
+        await super().perform_seek()
+
     def on_buffer_drop(self, tp: Any) -> None:
         super().on_buffer_drop(tp)
         if self._drained is not None:
@@ -150,7 +178,10 @@ class FastConsumer(Consumer):
                 self._drained.clear()  # no await since the check: no drop can be missed
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._drained.wait(), HELD_BACK_MAX_S)
-        return await super()._wait_next_records(timeout)
+        fetched = await super()._wait_next_records(timeout)
+        for tp in self._rewinding:
+            self._read_offset[tp] = None  # see rewind()
+        return fetched
 
 
 class AgentEvents:

@@ -1,0 +1,72 @@
+"""The worker's input positions in Redis: checked before each batch, advanced after it.
+
+A batch is applied only when no shard has lost positions it acknowledged (else the events
+after the loss would be applied before the lost ones are again: a refund before its lost
+order). Once the batch's commits have all landed, every shard records, per input partition
+of the batch, the next offset to read. A partition found behind, either way, is handed back
+as the offset to read it again from; the worker then drops what it holds of that partition
+and seeks there (``stream.worker.app.Batches``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stream.core.positions import Ledger, field_of
+from stream.core.step import Record
+from stream.store.positions import Positions
+
+Rewinds = dict[tuple[str, int], int]  # (topic, partition) -> offset to read again from
+
+
+def _ranges(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per partition of ``records``: its lowest offset and its highest plus one."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        low, end = out.get(tp, (r.offset, r.offset + 1))
+        out[tp] = (min(low, r.offset), max(end, r.offset + 1))
+    return out
+
+
+class Replay:
+    def __init__(self, store: Positions) -> None:
+        self.store = store
+        self.ledger = Ledger(store.keys.shards)
+        self.runs: list[bytes] = []  # each shard's server as the last check found it
+
+    def forget(self) -> None:
+        """After a rebalance: the next batch checks each of its partitions afresh."""
+        self.ledger.forget()
+
+    async def before(self, records: Sequence[Record]) -> Rewinds:
+        """The partitions of ``records`` to read again, and from where, before applying."""
+        ranges = _ranges(records)
+        fields = {tp: field_of(*tp) for tp in ranges}
+        stored, self.runs = await self.store.positions(list(fields.values()))
+        out: Rewinds = {}
+        for tp, (first, _end) in ranges.items():
+            target = self.ledger.check(fields[tp], stored[fields[tp]], first)
+            if target is not None:
+                out[tp] = target
+        return out
+
+    async def after(self, records: Sequence[Record]) -> Rewinds:
+        """Once ``records`` (checked by ``before``) are applied: advance every shard; the
+        partitions some shard refused (it lost writes, or restarted, since), to read again."""
+        ranges = _ranges(records)
+        fields = {tp: field_of(*tp) for tp in ranges}
+        expected = {}
+        for field in fields.values():
+            known = self.ledger.expected(field)
+            if known is not None:
+                expected[field] = known
+        new = {fields[tp]: end for tp, (_first, end) in ranges.items()}
+        behind = await self.store.advance_positions(self.runs, expected, new)
+        out: Rewinds = {}
+        for tp, field in fields.items():
+            if field in behind:
+                out[tp] = self.ledger.behind(field, behind[field])
+            else:
+                self.ledger.advanced(field, new[field])
+        return out

@@ -1,0 +1,181 @@
+"""Hard faults (issue: nothing lost when Redis or the broker dies hard), on a private stack on
+free ports so the shared one is untouched.
+
+Redis is made to lose the tail of its writes deterministically: its data directory (the
+append-only file) is copied mid-stream, the stream goes on, and Redis is SIGKILLed and
+restarted from the copy, so Kafka's committed offsets are ahead of the state it holds.
+Then it is SIGKILLed once more while the worker applies, and comes back from its own files
+(``appendfsync everysec``: up to a second lost). The worker keeps running through both and
+must read again what the state lost: the export ends at the batch oracle, every order
+counted once, nothing in the dead-letter topic. The broker SIGKILLed mid-stream gives the
+same end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from stream.kafka.topics import Topics
+from stream.stack.errors import StackError
+from stream.stack.layout import Layout
+from tests import support
+from tests.conftest import Isolated
+from tests.support import WorkerProcess, produce, wait_for
+from tests.test_faults import PrivateStack, kill_and_wait, private_stack  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CONFIG = '[scoring]\nclock = "event"\nrefresh_interval = "2s"\n'
+CHUNK = 2_000
+
+
+class Run:
+    """One worker on the private stack, the events it is sent, and what Redis says."""
+
+    def __init__(self, private: PrivateStack, tmp: Path, name: str, count: int) -> None:
+        self.private = private
+        self.iso = Isolated(private.infra, name, tmp)
+        self.config = self.iso.config_file(CONFIG)
+        self.settings = self.iso.settings({"scoring": {"clock": "event"}})
+        self.topics = Topics(self.settings.topic_prefix)
+        self.events = support.random_orders(31, count, customers=600, days=300)
+        self.sent = 0
+        self.name = name
+        self.worker = WorkerProcess(self.iso.process_env(self.config), tmp / "worker.log")
+        self.client = redis.Redis.from_url(
+            private.infra.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+
+    def accepted(self) -> int:
+        try:
+            return int(self.client.hget(f"{self.name}:stats", "accepted") or 0)
+        except redis.RedisError:
+            return -1
+
+    def send(self, n: int = CHUNK) -> None:
+        chunk: list[dict[str, Any]] = self.events[self.sent : self.sent + n]
+        self.sent += len(chunk)
+        produce(
+            self.settings,
+            [(self.topics.orders, e["customer_id"].encode(), orjson.dumps(e)) for e in chunk],
+        )
+
+    def applied(self, n: int, what: str) -> None:
+        wait_for(lambda: self.accepted() >= n, timeout=240, what=what, diagnose=self.worker.tail)
+
+    def finish(self) -> None:
+        """Everything sent applied exactly once, no dead letter, the export at the oracle."""
+        wait_for(
+            lambda: self.accepted() == len(self.events),
+            timeout=300,
+            what=f"all {len(self.events)} orders applied (the lost ones read again)",
+            diagnose=lambda: f"accepted {self.accepted()}\n{self.worker.tail()}",
+        )
+        assert self.worker.alive, self.worker.tail()
+        support.rfm(self.iso, self.config, "refresh")
+        wait_for(lambda: self.client.xlen(f"{self.name}:outbox") == 0, timeout=60, what="outbox")
+        assert self.accepted() == len(self.events)  # none counted twice
+        assert support.read_topic(self.settings, self.topics.dlq) == []
+        support.assert_export_is_the_oracle(
+            support.rfm(self.iso, self.config, "export"), self.events, scores=False
+        )
+        changes = [m.json() for m in support.read_topic(self.settings, self.topics.changes)]
+        seqs: dict[str, set[int]] = {}
+        for change in changes:
+            assert change["event_id"] == f"{change['customer_id']}:{change['seq']}"
+            seqs.setdefault(change["customer_id"], set()).add(change["seq"])
+        for cid, seen in seqs.items():
+            assert seen == set(range(1, len(seen) + 1)), cid  # no seq skipped
+
+    def close(self) -> None:
+        self.client.close()
+        self.worker.stop()
+
+
+def _redis_pid(private: PrivateStack) -> int:
+    return private.status().redis.pid or 0
+
+
+def _back_up(private: PrivateStack) -> None:
+    """Start what was killed again, on its ports: the kernel may take a moment to release
+    a SIGKILLed broker's listening ports."""
+
+    def up() -> bool:
+        try:
+            private.up()
+        except StackError:
+            return False
+        return True
+
+    wait_for(up, timeout=60, what="the private stack back on its ports")
+
+
+def test_redis_loses_its_last_seconds_and_is_killed_again_mid_batch(
+    private_stack: PrivateStack,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    run = Run(private_stack, tmp_path, "hardredis", 6 * CHUNK)
+    data = Layout.at(private_stack.state).redis_data
+    copy = tmp_path / "redis-copy"
+    run.worker.start()
+    try:
+        run.send()
+        run.applied(CHUNK, "the first chunk")
+
+        # A copy of the append-only file as it is now: what a Redis that crashed here and
+        # lost everything after would come back with.
+        pid = _redis_pid(private_stack)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            shutil.copytree(data, copy)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        run.send()
+        run.send()
+        run.applied(3 * CHUNK, "the chunks after the copy")
+
+        # Redis dies and comes back without them: Kafka's offsets are past them.
+        kill_and_wait(pid, signal.SIGKILL)
+        shutil.rmtree(data)
+        shutil.copytree(copy, data)
+        _back_up(private_stack)
+        assert run.accepted() < 3 * CHUNK
+        run.send()  # the worker ran on: the next batch finds the positions behind
+        run.applied(4 * CHUNK, "the lost chunks read again, and the next one")
+
+        # Killed again while the worker applies; back from its own files.
+        run.send()
+        run.send()
+        run.applied(4 * CHUNK + 500, "the worker applying the last chunks")
+        kill_and_wait(_redis_pid(private_stack), signal.SIGKILL)
+        _back_up(private_stack)
+        run.finish()
+    finally:
+        run.close()
+
+
+def test_broker_sigkilled_mid_stream(
+    private_stack: PrivateStack,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    run = Run(private_stack, tmp_path, "hardkafka", 4 * CHUNK)
+    run.worker.start()
+    try:
+        run.send()
+        run.send()
+        run.applied(CHUNK + 200, "the worker applying")
+        kill_and_wait(private_stack.status().kafka.pid or 0, signal.SIGKILL)
+        _back_up(private_stack)
+        run.send()
+        run.send()
+        run.finish()
+    finally:
+        run.close()
