@@ -179,3 +179,33 @@ def test_a_flood_from_one_shop_is_limited_and_no_one_else_is(isolated: Isolated)
     assert not refused & held, "an event answered 429 reached Kafka"
     forged = {paid_id("shopify", p) for p, *_ in answers["unsigned"]}
     assert not forged & held
+
+
+def _health_probes(server: CollectServer) -> float:
+    reply = server.http.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+    for line in reply.text.splitlines():
+        if line.startswith("rfm_collect_health_probes_total "):
+            return float(line.split()[1])
+    raise AssertionError("no rfm_collect_health_probes_total in /metrics")
+
+
+def test_a_crowd_of_health_probes_asks_kafka_a_handful_of_times(isolated: Isolated) -> None:
+    """300 /healthz at once, each on its own connection: all answered 200 from the one
+    metadata request in flight or the answer kept for a second, not one request each."""
+    with CollectServer(isolated, isolated.config_file(config_text())) as server:
+        before = _health_probes(server)
+
+        async def crowd() -> list[int]:
+            limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as c:
+                replies = await asyncio.gather(*(c.get("/healthz") for _ in range(300)))
+            return [r.status_code for r in replies]
+
+        started = time.monotonic()
+        statuses = asyncio.run(crowd())
+        seconds = time.monotonic() - started
+        asked = _health_probes(server) - before
+    assert statuses == [200] * 300, sorted(set(statuses))
+    # one per second the crowd lasted, and the one that may have been in flight
+    assert asked <= seconds + 2, (asked, seconds)
+    print(f"\n300 /healthz at once in {seconds:.2f}s: {asked:.0f} metadata requests to Kafka")

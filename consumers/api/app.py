@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,7 +27,6 @@ from consumers.api import queries
 from consumers.api.customer import customer_doc, plausible_id
 from consumers.api.export import FORMATS, export_chunks
 from consumers.api.guard import Guard, allowed_hosts
-from consumers.api.health import CachedPing
 from consumers.api.heavy import HeavySlots, ReleasingStream
 from consumers.api.live import LiveCounts
 from consumers.api.matrices import RangeError, grid_doc, hour_range, transitions_doc
@@ -37,6 +37,7 @@ from consumers.api.variants import variants_doc
 from stream.clv.prediction import prediction_doc
 from stream.config import ConfigError, Settings
 from stream.http_server import check_tls_files, exposure_problem, serve
+from stream.probe_cache import CachedProbe
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import open_store
@@ -75,7 +76,12 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
     )
     store = open_store(settings, socket_connect_timeout=2, socket_timeout=10, **pool)
     decimals = settings.store.currency_decimals
-    health = CachedPing(lambda: queries.ping(store))
+
+    async def redis_problem() -> str | None:
+        await queries.ping(store)
+        return None
+
+    health = CachedProbe(redis_problem, failures=(RedisError, OSError))
     live_counts = LiveCounts(lambda: queries.counts(store))
     heavy = HeavySlots(api.heavy_requests)
 

@@ -49,6 +49,7 @@ from stream.collect.tracking import map_batch, map_track
 from stream.config import ConfigError, Settings, ShopSettings, collect_secrets, shop_domain
 from stream.http_server import check_tls_files, exposure_problem
 from stream.http_server import serve as serve_http
+from stream.probe_cache import CachedProbe
 from stream.shell.processor import wall_ms
 from stream.store.connection import connect
 
@@ -321,10 +322,20 @@ def create_app(settings: Settings, *, redis: Any = None) -> Starlette:
                 await deliveries.record(name, shop.name, delivery)
         return response
 
+    async def kafka_problem() -> str | None:
+        metrics.health_probes.inc()
+        return await producer.probe(HEALTH_TIMEOUT)
+
+    health = CachedProbe(kafka_problem, timeout=HEALTH_TIMEOUT + 1)
+
     async def healthz(_: Request) -> Response:
-        problem = await producer.probe(HEALTH_TIMEOUT)
+        problem = await health.problem()
         if problem is not None:
-            return Json({"status": "unavailable", "kafka": problem}, status_code=503)
+            return Json(
+                {"status": "unavailable", "kafka": problem},
+                status_code=503,
+                headers={"retry-after": RETRY_AFTER},
+            )
         return Json({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:

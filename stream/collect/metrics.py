@@ -61,6 +61,10 @@ class Metrics:
             "rfm_collect_broker_failures",
             "Requests answered 503 because Kafka did not acknowledge their events in time.",
         )
+        self.health_probes = counter(
+            "rfm_collect_health_probes",
+            "Metadata requests /healthz sent to Kafka: at most one a second, however many ask.",
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from consumers.api.guard import allowed_hosts
-from consumers.api.health import CachedPing
 from consumers.api.live import LiveCounts
 from stream.config import ConfigError, ServerSettings, settings_from
 from stream.http_server import exposure_problem, is_loopback
+from stream.probe_cache import CachedProbe
 
 
 def test_defaults() -> None:
@@ -169,13 +169,12 @@ def test_the_health_ping_is_shared_and_kept_for_its_ttl() -> None:
     now = [100.0]
     pings = [0]
 
-    async def ping() -> bool:
+    async def ping() -> None:
         pings[0] += 1
         await asyncio.sleep(0.01)
-        return True
 
     async def run() -> list[str | None]:
-        cached = CachedPing(ping, ttl=1.0, clock=lambda: now[0])
+        cached = CachedProbe(ping, ttl=1.0, clock=lambda: now[0])
         answers = list(await asyncio.gather(*(cached.problem() for _ in range(300))))
         now[0] += 0.5
         answers.append(await cached.problem())
@@ -189,7 +188,7 @@ def test_the_health_ping_is_shared_and_kept_for_its_ttl() -> None:
 
 
 def test_the_health_ping_names_the_failure_class_only() -> None:
-    async def ping() -> bool:
+    async def ping() -> None:
         raise ConnectionError("redis://user:secret@host refused")
 
-    assert asyncio.run(CachedPing(ping).problem()) == "ConnectionError"
+    assert asyncio.run(CachedProbe(ping).problem()) == "ConnectionError"
