@@ -21,12 +21,18 @@ Rewinds = dict[tuple[str, int], int]  # (topic, partition) -> offset to read aga
 
 def _ranges(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
     """Per partition of ``records``: its lowest offset and its highest plus one."""
-    out: dict[tuple[str, int], tuple[int, int]] = {}
+    bounds: dict[tuple[str, int], list[int]] = {}
     for r in records:
         tp = (r.topic, r.partition)
-        low, end = out.get(tp, (r.offset, r.offset + 1))
-        out[tp] = (min(low, r.offset), max(end, r.offset + 1))
-    return out
+        offset = r.offset
+        known = bounds.get(tp)
+        if known is None:
+            bounds[tp] = [offset, offset]
+        elif offset > known[1]:
+            known[1] = offset
+        elif offset < known[0]:
+            known[0] = offset
+    return {tp: (low, high + 1) for tp, (low, high) in bounds.items()}
 
 
 class Replay:
