@@ -5,8 +5,9 @@ sends its request head a byte at a time, or nothing at all, holds it (and a file
 for as long as it likes. ``BoundedHttp`` gives each request head ``header_timeout`` from the
 connection opening (or from the request's first byte on a reused connection) and each body
 ``body_timeout`` from the end of its head, then closes the connection, answering 408 when no
-response has begun. A head larger than ``MAX_HEAD_BYTES`` is answered 431. Past
-``max_connections`` connections or requests at once, uvicorn answers 503.
+response has begun. A head larger than ``MAX_HEAD_BYTES`` is answered 431. A request that
+arrives while ``max_connections`` connections or requests are open is answered 503 with
+``Retry-After`` (uvicorn's own limit answers without it, so it stays off).
 
 Exposure: bound beyond loopback, a service refuses to start without credentials unless told
 ``allow_unauthenticated`` (it sits behind a proxy that authenticates).
@@ -30,6 +31,25 @@ log = logging.getLogger("rfm.http")
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; browsers and platforms send < 16 KiB
 BODY_GRACE_S = 1.0  # an app that reads its body itself (the collector: 408) answers first
 KEEP_ALIVE_S = 5  # idle time between requests on one connection (uvicorn's own timer)
+CROWDED_RETRY_S = "2"  # seconds: open connections come and go within that
+
+
+async def crowded(scope: Any, receive: Any, send: Any) -> None:
+    """The answer to a request past ``max_connections``: 503, come back shortly."""
+    body = b'{"error":"too many connections at once; retry"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", CROWDED_RETRY_S.encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def is_loopback(host: str) -> bool:
@@ -68,9 +88,11 @@ class BoundedHttp(HttpToolsProtocol):
 
     header_timeout: float = ServerSettings().header_timeout_s
     body_timeout: float = ServerSettings().body_timeout_s
+    max_connections: int = ServerSettings().max_connections
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.limit_concurrency = None  # ours, with Retry-After (see on_headers_complete)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._in_head = False
@@ -109,7 +131,16 @@ class BoundedHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._arm(self.body_timeout + BODY_GRACE_S)
-        super().on_headers_complete()
+        limit = self.max_connections
+        if len(self.connections) < limit and len(self.tasks) < limit:
+            super().on_headers_complete()
+            return
+        # uvicorn starts the request's app here, read from self.app: this one gets ``crowded``
+        app, self.app = self.app, crowded
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         self._disarm()
@@ -138,11 +169,15 @@ class BoundedHttp(HttpToolsProtocol):
 
 
 def bounded_protocol(server: ServerSettings) -> type[BoundedHttp]:
-    """``BoundedHttp`` with this service's deadlines."""
+    """``BoundedHttp`` with this service's deadlines and bound."""
     return type(
         "BoundedHttp",
         (BoundedHttp,),
-        {"header_timeout": server.header_timeout_s, "body_timeout": server.body_timeout_s},
+        {
+            "header_timeout": server.header_timeout_s,
+            "body_timeout": server.body_timeout_s,
+            "max_connections": server.max_connections,
+        },
     )
 
 
@@ -154,7 +189,6 @@ def serve(app: Any, host: str, port: int, server: ServerSettings) -> None:
         host=host,
         port=port,
         http=bounded_protocol(server),
-        limit_concurrency=server.max_connections,
         timeout_keep_alive=KEEP_ALIVE_S,
         ssl_certfile=server.tls_certfile,
         ssl_keyfile=server.tls_keyfile,

@@ -18,6 +18,7 @@ import pytest
 from stream.store.redis_store import open_store
 from tests.api_support import ApiServer, free_port, order, score_events
 from tests.conftest import Isolated
+from tests.test_collect import CollectServer, config_text
 
 pytestmark = pytest.mark.integration
 
@@ -171,9 +172,20 @@ async def _slow_body(port: int) -> tuple[float, bytes]:
         writer.close()
 
 
-def test_slow_clients_are_cut_off_and_others_still_answered(isolated: Isolated) -> None:
-    config = isolated.config_file('[api]\nheader_timeout = "2s"\nbody_timeout = "2s"\n')
-    with ApiServer(isolated.process_env(config), isolated.tmp / "api.log", TOKEN) as api:
+def _server(isolated: Isolated, service: str, settings: str) -> ApiServer | CollectServer:
+    """`rfm api` or `rfm collect` with ``settings`` in its section: both are served by
+    ``stream.http_server`` and must hold to the same rules."""
+    if service == "api":
+        config = isolated.config_file(f"[api]\n{settings}")
+        return ApiServer(isolated.process_env(config), isolated.tmp / "api.log", TOKEN)
+    return CollectServer(isolated, isolated.config_file(config_text(f"[collect]\n{settings}")))
+
+
+@pytest.mark.parametrize("service", ["api", "collect"])
+def test_slow_clients_are_cut_off_and_others_still_answered(
+    isolated: Isolated, service: str
+) -> None:
+    with _server(isolated, service, 'header_timeout = "2s"\nbody_timeout = "2s"\n') as api:
 
         async def run() -> tuple[list[tuple[float, bytes]], tuple[float, bytes], list[int]]:
             slow = [asyncio.create_task(_slow_client(api.port, drip=n % 2 == 0)) for n in range(50)]
@@ -232,6 +244,42 @@ def test_heavy_requests_past_their_room_get_429_while_the_probe_stays_quick(
     print(
         f"\nheavy: {statuses.count(200)} served, {statuses.count(429)} refused; probe {probe:.2f}s"
     )
+
+
+@pytest.mark.parametrize("service", ["api", "collect"])
+def test_a_request_past_max_connections_gets_503_with_retry_after(
+    isolated: Isolated, service: str
+) -> None:
+    """With ``max_connections`` connections already open (idle, their heads not sent), one
+    more request is answered 503 at once, with Retry-After; once they close, 200 again."""
+    with _server(isolated, service, "max_connections = 10\n") as server:
+
+        async def run() -> tuple[httpx.Response, httpx.Response]:
+            idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(10)]
+            limits = httpx.Limits(max_keepalive_connections=0)
+            async with httpx.AsyncClient(base_url=server.url, timeout=5, limits=limits) as c:
+                crowded = await c.get("/healthz")
+                for _, writer in idle:
+                    writer.close()
+                    await writer.wait_closed()
+
+                async def served() -> httpx.Response | None:
+                    reply = await c.get("/healthz")
+                    return reply if reply.status_code == 200 else None
+
+                deadline = time.monotonic() + 10
+                again = await served()
+                while again is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                    again = await served()
+                assert again is not None, "still refused after the idle connections closed"
+            return crowded, again
+
+        crowded, again = asyncio.run(run())
+        assert server.alive, server.tail()
+    assert crowded.status_code == 503, crowded.status_code
+    assert crowded.headers.get("retry-after") == "2", crowded.headers
+    assert again.status_code == 200
 
 
 def _rfm(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -55,8 +55,12 @@ class Json(JSONResponse):
         return orjson.dumps(content)
 
 
+RETRY_AFTER = "2"  # seconds, on every 503: Redis is back or the pool has room by then
+
+
 def _error(status: int, message: str) -> Json:
-    return Json({"error": message}, status_code=status)
+    headers = {"retry-after": RETRY_AFTER} if status == 503 else None
+    return Json({"error": message}, status_code=status, headers=headers)
 
 
 def is_public(path: str) -> bool:
@@ -88,7 +92,11 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
     async def healthz(_: Request) -> Response:
         problem = await health.problem()
         if problem is not None:
-            return Json({"status": "unavailable", "redis": problem}, status_code=503)
+            return Json(
+                {"status": "unavailable", "redis": problem},
+                status_code=503,
+                headers={"retry-after": RETRY_AFTER},
+            )
         return Json({"status": "ok"})
 
     async def metrics(_: Request) -> Response:

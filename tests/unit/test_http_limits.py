@@ -192,3 +192,25 @@ def test_the_health_ping_names_the_failure_class_only() -> None:
         raise ConnectionError("redis://user:secret@host refused")
 
     assert asyncio.run(CachedProbe(ping).problem()) == "ConnectionError"
+
+
+def test_every_503_of_the_api_says_when_to_retry() -> None:
+    """Redis unreachable: the health probe and a data route both answer 503 with Retry-After."""
+    import httpx
+
+    from consumers.api.app import create_app
+
+    token = "t" * 24
+    settings = settings_from({"RFM_REDIS_URL": "redis://127.0.0.1:1/0"}, {})
+    app = create_app(settings, token=token)
+
+    async def run() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            health = await c.get("/healthz")
+            data = await c.get("/api/segments", headers={"authorization": f"Bearer {token}"})
+        return health, data
+
+    health, data = asyncio.run(run())
+    assert (health.status_code, data.status_code) == (503, 503), (health.text, data.text)
+    assert health.headers.get("retry-after") == data.headers.get("retry-after") == "2"
