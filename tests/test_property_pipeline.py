@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INTERACTION_KINDS, Settings
-from stream.exporter import export_rows
+from stream.exporter import encoded_pages
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
 from stream.schemes import PRESETS, load_scheme
@@ -299,7 +299,11 @@ async def refresh_and_export(settings: Settings) -> tuple[list[dict[str, Any]], 
                     await asyncio.sleep(0.1)
             else:
                 raise AssertionError("refresh lease never became free")
-        rows = [row async for row in export_rows(store, settings)]
+        rows = [
+            orjson.loads(line)
+            async for _, data in encoded_pages(store, settings, None, "jsonl")
+            for line in data.splitlines()
+        ]
         return rows, await store.counts()
     finally:
         await store.redis.aclose()
