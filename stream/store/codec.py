@@ -59,7 +59,7 @@ def customer_from_fields(customer_id: str, fields: dict[str, str]) -> Customer:
         elif key == "ch":
             c.channels = set(value.split(",")) if value else set()
         elif key == "sc":
-            r, f, m, i = (_opt_int(x) for x in value.split(","))
+            r, f, m, i = [_opt_int(x) for x in value.split(",")]
             c.scores = Scores(r, f, m, i)
         elif key == "sg":
             c.segment = value or None
