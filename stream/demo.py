@@ -42,7 +42,7 @@ from stream.demo_shop import Shop, ShopEvent
 from stream.kafka import KafkaPublisher, ensure_topics
 from stream.kafka.topics import Topics
 from stream.namespace import Namespace, NamespaceError, reset, survey
-from stream.process import Child, Supervisor
+from stream.process import Child, Supervisor, until_stopped
 from stream.schemes import load_scheme
 from stream.shell.processor import wall_ms
 from stream.store.redis_store import connect, open_store
@@ -281,7 +281,7 @@ def run_demo(
                 f"To remove it once the demo stopped: rfm reset --namespace {ns.name}",
                 flush=True,
             )
-            asyncio.run(_run(settings, run, duration))
+            asyncio.run(until_stopped(_run(settings, run, duration)))
         except KeyboardInterrupt:
             pass
         finally:

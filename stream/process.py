@@ -13,12 +13,13 @@ started it, such a command stops its children itself, on every way out: ``Superv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, TypeVar
@@ -300,3 +301,36 @@ class Supervisor:
         finally:
             for sig, handler in self._saved.items():
                 signal.signal(sig, handler)
+
+
+async def until_stopped(work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` until it ends or a stop signal comes; True when a signal ended it.
+
+    Inside ``Supervisor`` a signal raises KeyboardInterrupt wherever the main thread is, and
+    Python swallows an exception raised in some places (a weakref callback run by the
+    garbage collector: "Exception ignored in ..."), which would leave the command running.
+    The event loop's own signal handling cancels the work from the loop instead, so no
+    signal is lost while it runs; the handlers in force before are put back after."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+
+    watched = [sig for sig, handler in saved.items() if handler is not signal.SIG_IGN]
+    for sig in watched:
+        loop.add_signal_handler(sig, stop)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not stopped:
+            raise
+    finally:
+        for sig in watched:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, saved[sig])
+    return stopped

@@ -3,6 +3,7 @@ children it started in sessions of their own, and ends as after Ctrl-C."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.process import alive
+from stream.process import alive, until_stopped
 from tests.support import wait_for
 
 COMMAND = """
@@ -47,3 +48,36 @@ def test_a_signalled_command_stops_its_children_and_exits_0(
     finally:
         if command.poll() is None:
             os.killpg(command.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_cancels_the_work_from_the_loop_and_handlers_come_back(
+    sig: signal.Signals,
+) -> None:
+    """``until_stopped``: the signal ends the work through the loop (no KeyboardInterrupt
+    thrown into whatever code runs), says so, and leaves the handlers as it found them."""
+    seen: list[str] = []
+
+    def mine(_signum: int, _frame: object) -> None:
+        seen.append("handler before")
+
+    async def forever() -> None:
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), sig)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            seen.append("work cancelled")
+
+    before = {s: signal.signal(s, mine) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        assert asyncio.run(asyncio.wait_for(until_stopped(forever()), 10)) is True
+        assert seen == ["work cancelled"]
+        assert all(signal.getsignal(s) is mine for s in before)
+
+        async def brief() -> None:
+            await asyncio.sleep(0)
+
+        assert asyncio.run(until_stopped(brief())) is False
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
