@@ -8,12 +8,15 @@ Then it is SIGKILLed once more while the worker applies, and comes back from its
 (``appendfsync everysec``: up to a second lost). The worker keeps running through both and
 must read again what the state lost: the export ends at the batch oracle, every order
 counted once, nothing in the dead-letter topic. The broker SIGKILLed mid-stream gives the
-same end.
+same end, and so do twenty SIGKILLs of workers in a group of three (on the shared stack:
+only this test's workers are killed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import shutil
 import signal
 from pathlib import Path
@@ -23,7 +26,10 @@ import orjson
 import pytest
 import redis
 
+from stream.config import settings_from
+from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
+from stream.process import stop_all
 from stream.stack.errors import StackError
 from stream.stack.layout import Layout
 from tests import support
@@ -179,3 +185,65 @@ def test_broker_sigkilled_mid_stream(
         run.finish()
     finally:
         run.close()
+
+
+KILLS = 20
+
+
+def test_twenty_sigkills_of_workers_in_a_group_of_three_end_at_the_oracle(
+    isolated: Isolated,
+) -> None:
+    """Chaos, bounded: a worker of a three-worker group SIGKILLed at a random point of its
+    work (after a random number of further orders applied), restarted at once, twenty
+    times over one stream; at the end the export is the oracle's, nothing counted twice."""
+    env = {**isolated.env, "RFM_PARTITIONS": "6"}
+    settings = settings_from(env, {"scoring": {"clock": "event"}})
+    topics = Topics(settings.topic_prefix)
+    config = isolated.config_file(CONFIG)
+    process_env = {**isolated.process_env(config), "RFM_PARTITIONS": "6"}
+    rng = random.Random(20)
+    events = support.random_orders(20, 30_000, customers=1_500, days=300)
+    client = redis.Redis.from_url(isolated.infra.redis_url)
+
+    def worker(n: int) -> WorkerProcess:
+        return WorkerProcess(process_env, isolated.tmp / f"w{n}.log").start()
+
+    def accepted() -> int:
+        return int(client.hget(f"{isolated.name}:stats", "accepted") or 0)
+
+    workers = [worker(n) for n in range(3)]
+    started = 3
+    try:
+        asyncio.run(ensure_topics(settings))
+        produce(
+            settings,
+            [(topics.orders, e["customer_id"].encode(), orjson.dumps(e)) for e in events],
+        )
+        for _ in range(KILLS):
+            target = min(accepted() + rng.randrange(200, 1_200), len(events) - 1)
+            wait_for(
+                lambda t=target: accepted() >= t,  # type: ignore[misc]
+                timeout=240,
+                what=f"{target} orders applied",
+                diagnose=lambda: "\n".join(w.tail(10) for w in workers),
+            )
+            n = rng.randrange(3)
+            os.kill(workers[n].pid, signal.SIGKILL)
+            wait_for(lambda n=n: not workers[n].alive, timeout=30, what="the worker gone")  # type: ignore[misc]
+            workers[n] = worker(started)
+            started += 1
+        wait_for(
+            lambda: accepted() == len(events),
+            timeout=300,
+            what=f"all {len(events)} orders applied",
+            diagnose=lambda: f"accepted {accepted()}",
+        )
+        assert support.read_topic(settings, topics.dlq) == []
+        support.rfm(isolated, config, "refresh")  # thresholds from the whole population
+        support.assert_export_is_the_oracle(
+            support.rfm(isolated, config, "export"), events, scores=False
+        )
+        assert accepted() == len(events)  # none counted twice
+    finally:
+        client.close()
+        stop_all(workers)
