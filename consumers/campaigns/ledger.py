@@ -11,6 +11,10 @@
   operator dashboard.
 - ``cmp:moves:<rule>``: hash ``<variant>|<from>|<to>`` -> segment changes of customers after
   they got that variant, so a report can tell which arm moved customers up.
+- ``cmp:positions``: hash ``<topic>:<partition>`` -> the next input offset to read, raised
+  once a batch's ledger writes have landed. A Redis that lost the tail of its writes lost
+  this with them, so the consumer reads that tail again (``stream.worker.replay``): what
+  it forgot is redone, under the same ``Idempotency-Key``.
 
 Customer ids are untrusted; they only ever end a key or name a hash field (binary-safe).
 """
@@ -25,6 +29,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from consumers.campaigns.actions import Action
+from stream.store.keys import Keys
+from stream.store.positions import Positions
+from stream.store.scripts import Scripts
 
 DELIVERED = "delivered"
 DEAD_LETTERED = "dead_lettered"
@@ -76,6 +83,15 @@ def _text(raw: bytes | str | None) -> str | None:
 
 def move_field(variant: str, from_segment: str | None, to_segment: str | None) -> str:
     return f"{variant}|{from_segment or '-'}|{to_segment or '-'}"
+
+
+class LedgerPositions(Positions):
+    """The consumer's input positions, beside its ledger (one server, so one hash)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: CampaignKeys) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix=f"{keys.prefix}cmp:")
+        self.scripts = Scripts(redis)
 
 
 class Ledger:

@@ -4,6 +4,13 @@ Own consumer group, manual commits: a batch's offsets are committed only after e
 it fired is recorded in Redis, so a crash redelivers the batch and the ledger skips what was
 done. Partitions of a batch are handled concurrently, the records of one partition (one
 customer's events, in order) one after another.
+
+Kafka's committed offsets outlive a Redis that loses the tail of its writes (``appendfsync
+everysec``, a lagging replica promoted): the ledger would forget deliveries, cooldowns,
+first-order claims and erasures that Kafka says were done. So the input positions are kept
+in Redis with the ledger too, checked before each batch and raised after its ledger writes
+(``stream.worker.replay``, as the worker does); a partition found behind is read again from
+there, without a restart. Actions redone carry the same ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -19,11 +26,11 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from consumers.campaigns.dispatch import Dispatcher
-from consumers.campaigns.ledger import CampaignKeys, Ledger
+from consumers.campaigns.ledger import CampaignKeys, Ledger, LedgerPositions
 from consumers.campaigns.matching import (
     Malformed,
     change_triggers,
@@ -38,6 +45,7 @@ from stream.kafka import KafkaPublisher, client_options, ensure_topics
 from stream.kafka.topics import Topics
 from stream.schemes import SchemeError, load_scheme
 from stream.store.redis_store import connect
+from stream.worker.replay import Replay, Rewinds
 
 log = logging.getLogger("rfm.campaigns")
 
@@ -146,6 +154,46 @@ class _Records:
         await self.ledger.forget(request.customer_id, [r.id for r in self.rules.rules])
 
 
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+    """After a rebalance each partition is checked afresh against the positions in Redis."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self.replay.forget()
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self.replay.forget()
+
+
+def _seek(consumer: AIOKafkaConsumer, rewinds: Rewinds) -> None:
+    for (topic, partition), offset in rewinds.items():
+        log.warning(
+            "redis holds %s[%d] only up to offset %d (it lost writes): reading it again",
+            topic,
+            partition,
+            offset,
+        )
+        consumer.seek(TopicPartition(topic, partition), offset)
+
+
+async def apply_batch(
+    consumer: AIOKafkaConsumer, replay: Replay, records: _Records, batch: Batch
+) -> None:
+    """Check the positions, act on the partitions that are not behind, raise the positions.
+    A partition behind is sought back (its records here are dropped, none acted on)."""
+    rewinds = await replay.before([r for rs in batch.values() for r in rs])
+    _seek(consumer, rewinds)
+    kept = [rs for tp, rs in batch.items() if (tp.topic, tp.partition) not in rewinds]
+    await asyncio.gather(*(records.partition(rs) for rs in kept))
+    if kept:
+        _seek(consumer, await replay.after([r for rs in kept for r in rs]))
+
+
 async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> None:
     """Consume changes, orders and erasures until ``stop`` is set; commit after each batch."""
     topics = Topics(settings.topic_prefix)
@@ -154,16 +202,15 @@ async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> No
     ledger = Ledger(
         redis, CampaignKeys(settings.key_prefix), settings.store.dedupe_window_ms / 1000
     )
+    replay = Replay(LedgerPositions(redis, ledger.keys))
     consumer = AIOKafkaConsumer(
-        topics.changes,
-        topics.orders,
-        topics.erasure,
         group_id=group_id(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # a new group misses nothing; max_age skips stale events
         session_timeout_ms=10_000,
         **client_options(settings),
     )
+    consumer.subscribe([topics.changes, topics.orders, topics.erasure], listener=_Forget(replay))
     try:
         async with (
             httpx.AsyncClient(follow_redirects=False) as http,
@@ -183,7 +230,7 @@ async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> No
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
                     if not batch:
                         continue
-                    await asyncio.gather(*(records.partition(rs) for rs in batch.values()))
+                    await apply_batch(consumer, replay, records, batch)
                     try:
                         await consumer.commit()
                     except CommitFailedError as exc:  # rebalanced: the new owner skips done work

@@ -1,22 +1,34 @@
-"""The worker's input positions in Redis: checked before each batch, advanced after it.
+"""A consumer's input positions in Redis: checked before each batch, advanced after it.
 
 A batch is applied only when no shard has lost positions it acknowledged (else the events
 after the loss would be applied before the lost ones are again: a refund before its lost
 order). Once the batch's commits have all landed, every shard records, per input partition
 of the batch, the next offset to read. A partition found behind, either way, is handed back
 as the offset to read it again from; the worker then drops what it holds of that partition
-and seeks there (``stream.worker.app.Batches``).
+and seeks there (``stream.worker.app.Batches``). The campaign consumer keeps its own
+positions the same way, next to its ledger (``consumers.campaigns.runner``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from stream.core.positions import Ledger, field_of
-from stream.core.step import Record
 from stream.store.positions import Positions
 
 Rewinds = dict[tuple[str, int], int]  # (topic, partition) -> offset to read again from
+
+
+class Record(Protocol):
+    """Where a record was read: the worker's records and aiokafka's both say."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
 def _ranges(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:

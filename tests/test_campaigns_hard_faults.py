@@ -1,0 +1,205 @@
+"""The campaign consumer when its Redis loses the tail of its writes (issue: nothing lost when
+Redis or the broker dies hard).
+
+The consumer runs as deployed (``rfm campaigns``) against the shared broker and a Redis of
+this test's own (``appendonly yes``, ``appendfsync everysec``, on a free port), which is made
+to lose its last writes deterministically: its data directory is copied mid-stream, the
+stream goes on, and Redis is SIGKILLed and restarted from the copy. Kafka's committed offsets
+are then past deliveries, cooldowns and positions the ledger no longer holds. The rule fires
+once per customer (a cooldown of an hour): the first move to ``at_risk`` fires it, a later
+one is suppressed. After the rollback every customer whose first move was forgotten moves to
+``at_risk`` again. A consumer that trusted Kafka's offsets would fire that second move under
+a new key; the receiver must instead see only first moves, each at least once, and every
+repeat under the key of the first delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import Isolated
+from tests.ports import free_ports
+from tests.support import wait_for
+from tests.test_campaigns import (
+    Campaigns,
+    Receiver,
+    change,
+    drained,
+    prepare,
+    publish,
+    receiver,  # noqa: F401
+    rules_file,
+    start_campaigns,  # noqa: F401
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+RULES = """
+[[rule]]
+id = "win_back"
+trigger = "segment_change"
+to = "at_risk"
+cooldown = "1h"
+"""
+
+PER_PHASE = 24
+
+
+class OwnRedis:
+    """A redis-server of this test's own, persisting to an append-only file in ``data``."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.data = tmp / "redis-data"
+        self.data.mkdir()
+        self.log = tmp / "redis.log"
+        (self.port,) = free_ports(1)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data),
+            "--logfile", str(self.log),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        try:
+            wait_for(answers, timeout=30, what="the test's redis-server", diagnose=self.tail)
+        finally:
+            client.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def copy_data(self, to: Path) -> None:
+        """The data directory as it is now, taken while the server is stopped."""
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            shutil.copytree(self.data, to)
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def restore(self, copy: Path) -> None:
+        shutil.rmtree(self.data)
+        shutil.copytree(copy, self.data)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def _moves(prefix: str, seq: int, frm: str, to: str) -> list[dict[str, object]]:
+    return [change(f"{prefix}-{n}", seq, frm, to) for n in range(PER_PHASE)]
+
+
+@pytest.mark.parametrize("consumer", ["running", "restarted"])
+def test_redis_rolled_back_mid_stream_loses_no_webhook_and_repeats_share_the_key(
+    consumer: str,
+    isolated: Isolated,
+    receiver: Receiver,  # noqa: F811
+    start_campaigns: Callable[..., Campaigns],  # noqa: F811
+    own_redis: OwnRedis,
+    tmp_path: Path,
+) -> None:
+    settings, topics = prepare(isolated)
+    rules = rules_file(isolated, receiver, RULES)
+    env = {"RFM_REDIS_URL": own_redis.url}
+    proc = start_campaigns(rules, env)
+
+    def settled(what: str, customers: int) -> None:
+        """Every record committed and ``customers`` first moves delivered."""
+        wait_for(
+            lambda: drained(settings) and len({h.key for h in receiver.delivered()}) >= customers,
+            timeout=90,
+            what=what,
+            diagnose=lambda: proc.tail() + own_redis.tail(),
+        )
+
+    # Before the copy: positions exist, so the one taken next holds some.
+    publish(settings, topics.changes, _moves("a", 1, "loyal", "at_risk"))
+    settled("the first customers' webhooks", PER_PHASE)
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        assert client.hlen(f"{isolated.name}:cmp:positions") > 0
+    finally:
+        client.close()
+
+    copy = tmp_path / "redis-copy"
+    own_redis.copy_data(copy)
+    publish(settings, topics.changes, _moves("b", 1, "loyal", "at_risk"))
+    settled("the next customers' webhooks", 2 * PER_PHASE)
+
+    # Redis dies and comes back without the b customers' deliveries and cooldowns: Kafka's
+    # committed offsets are past them.
+    if consumer == "restarted":
+        proc.stop(signal.SIGKILL)
+    own_redis.kill()
+    own_redis.restore(copy)
+    own_redis.start()
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        assert client.get(f"{isolated.name}:cmp:cool:win_back:b-0") is None  # forgotten
+    finally:
+        client.close()
+    if consumer == "restarted":
+        proc = start_campaigns(rules, env)
+
+    # The b customers move away and back, inside their cooldown: nothing may fire for it;
+    # new customers' first moves fire.
+    publish(settings, topics.changes, _moves("b", 2, "at_risk", "need_attention"))
+    publish(settings, topics.changes, _moves("b", 3, "need_attention", "at_risk"))
+    publish(settings, topics.changes, _moves("c", 1, "loyal", "at_risk"))
+    settled("the last customers' webhooks", 3 * PER_PHASE)
+    assert proc.alive, proc.tail()
+
+    keys: dict[str, list[str]] = {}
+    for hit in receiver.all():
+        doc = hit.json()
+        assert hit.ok
+        assert doc["seq"] == 1, f"{doc['event_id']} fired inside its customer's cooldown"
+        assert doc["campaign"]["idempotency_key"] == hit.key
+        keys.setdefault(doc["customer_id"], []).append(hit.key)
+    customers = {f"{p}-{n}" for p in "abc" for n in range(PER_PHASE)}
+    assert set(keys) == customers  # every first move reached the receiver
+    assert all(len(set(k)) == 1 for k in keys.values()), keys  # repeats under the first key
+    # the deliveries Redis forgot were made again (once more each), the others not
+    assert {c: len(k) for c, k in keys.items()} == {c: 2 if c[0] == "b" else 1 for c in customers}
+    assert "reading it again" in proc.tail(400)
