@@ -10,7 +10,9 @@ once per customer (a cooldown of an hour): the first move to ``at_risk`` fires i
 one is suppressed. After the rollback every customer whose first move was forgotten moves to
 ``at_risk`` again. A consumer that trusted Kafka's offsets would fire that second move under
 a new key; the receiver must instead see only first moves, each at least once, and every
-repeat under the key of the first delivery.
+repeat under the key of the first delivery. Then Redis is SIGKILLed once more while the
+consumer delivers (the receiver answers slowly, so a batch is under way), and comes back
+from its own files: the consumer rides through, and the same holds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,7 +38,6 @@ from tests.test_campaigns import (
     drained,
     prepare,
     publish,
-    receiver,  # noqa: F401
     rules_file,
     start_campaigns,  # noqa: F401
 )
@@ -51,6 +53,24 @@ cooldown = "1h"
 """
 
 PER_PHASE = 24
+LAST = 150  # customers of the last phase, sent while Redis is killed once more
+SLOW_S = 0.02  # the receiver's time per request
+
+
+class SlowReceiver(Receiver):
+    """Answers every request after ``SLOW_S``: a marketing tool's real latency, which keeps
+    the consumer's batch under way when Redis is killed."""
+
+    def answer(self, path: str, key: str) -> int:
+        time.sleep(SLOW_S)
+        return super().answer(path, key)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = SlowReceiver()
+    yield r
+    r.close()
 
 
 class OwnRedis:
@@ -134,7 +154,7 @@ def _moves(prefix: str, seq: int, frm: str, to: str) -> list[dict[str, object]]:
 def test_redis_rolled_back_mid_stream_loses_no_webhook_and_repeats_share_the_key(
     consumer: str,
     isolated: Isolated,
-    receiver: Receiver,  # noqa: F811
+    receiver: Receiver,
     start_campaigns: Callable[..., Campaigns],  # noqa: F811
     own_redis: OwnRedis,
     tmp_path: Path,
@@ -190,16 +210,49 @@ def test_redis_rolled_back_mid_stream_loses_no_webhook_and_repeats_share_the_key
     settled("the last customers' webhooks", 3 * PER_PHASE)
     assert proc.alive, proc.tail()
 
-    keys: dict[str, list[str]] = {}
-    for hit in receiver.all():
-        doc = hit.json()
-        assert hit.ok
-        assert doc["seq"] == 1, f"{doc['event_id']} fired inside its customer's cooldown"
-        assert doc["campaign"]["idempotency_key"] == hit.key
-        keys.setdefault(doc["customer_id"], []).append(hit.key)
+    def first_keys() -> dict[str, list[str]]:
+        """Per customer, the keys it received; only first moves may fire."""
+        keys: dict[str, list[str]] = {}
+        for hit in receiver.all():
+            doc = hit.json()
+            assert hit.ok
+            assert doc["seq"] == 1, f"{doc['event_id']} fired inside its customer's cooldown"
+            assert doc["campaign"]["idempotency_key"] == hit.key
+            keys.setdefault(doc["customer_id"], []).append(hit.key)
+        assert all(len(set(k)) == 1 for k in keys.values()), keys  # repeats under one key
+        return keys
+
+    keys = first_keys()
     customers = {f"{p}-{n}" for p in "abc" for n in range(PER_PHASE)}
     assert set(keys) == customers  # every first move reached the receiver
-    assert all(len(set(k)) == 1 for k in keys.values()), keys  # repeats under the first key
     # the deliveries Redis forgot were made again (once more each), the others not
     assert {c: len(k) for c, k in keys.items()} == {c: 2 if c[0] == "b" else 1 for c in customers}
     assert "reading it again" in proc.tail(400)
+
+    # Killed again while the consumer delivers, and kept down until the consumer has met the
+    # outage (more changes arrive meanwhile, so it must ask Redis); then back from its own
+    # files (up to a second of writes lost, appendfsync everysec).
+    def last(numbers: range) -> list[dict[str, object]]:
+        return [change(f"d-{n}", 1, "loyal", "at_risk") for n in numbers]
+
+    publish(settings, topics.changes, last(range(LAST)))
+    wait_for(
+        lambda: sum(h.json()["customer_id"].startswith("d-") for h in receiver.all()) >= 20,
+        timeout=60,
+        what="the last customers' webhooks under way",
+        diagnose=proc.tail,
+    )
+    own_redis.kill()
+    publish(settings, topics.changes, last(range(LAST, LAST + PER_PHASE)))
+    wait_for(
+        lambda: "redis failed mid-batch" in proc.tail(2000) or not proc.alive,
+        timeout=60,
+        what="the consumer meeting the outage",
+        diagnose=proc.tail,
+    )
+    assert proc.alive, proc.tail()
+    own_redis.start()
+    settled("every last customer's webhook", 4 * PER_PHASE + LAST)
+    assert proc.alive, proc.tail()
+    keys = first_keys()
+    assert set(keys) == customers | {f"d-{n}" for n in range(LAST + PER_PHASE)}

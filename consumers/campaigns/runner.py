@@ -10,12 +10,14 @@ everysec``, a lagging replica promoted): the ledger would forget deliveries, coo
 first-order claims and erasures that Kafka says were done. So the input positions are kept
 in Redis with the ledger too, checked before each batch and raised after its ledger writes
 (``stream.worker.replay``, as the worker does); a partition found behind is read again from
-there, without a restart. Actions redone carry the same ``Idempotency-Key``.
+there, without a restart. Actions redone carry the same ``Idempotency-Key``. A Redis
+error mid-batch commits nothing: the batch is read again once Redis answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -28,6 +30,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
+from redis.exceptions import RedisError
 
 from consumers.campaigns.dispatch import Dispatcher
 from consumers.campaigns.ledger import CampaignKeys, Ledger, LedgerPositions
@@ -48,6 +51,8 @@ from stream.store.redis_store import connect
 from stream.worker.replay import Replay, Rewinds
 
 log = logging.getLogger("rfm.campaigns")
+
+REDIS_RETRY_S = 1.0  # between attempts at a batch while Redis does not answer
 
 
 def group_id(settings: Settings) -> str:
@@ -171,6 +176,7 @@ class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _seek(consumer: AIOKafkaConsumer, rewinds: Rewinds) -> None:
+    assigned = consumer.assignment()  # one revoked meanwhile is its new owner's to check
     for (topic, partition), offset in rewinds.items():
         log.warning(
             "redis holds %s[%d] only up to offset %d (it lost writes): reading it again",
@@ -178,7 +184,17 @@ def _seek(consumer: AIOKafkaConsumer, rewinds: Rewinds) -> None:
             partition,
             offset,
         )
-        consumer.seek(TopicPartition(topic, partition), offset)
+        tp = TopicPartition(topic, partition)
+        if tp in assigned:
+            consumer.seek(tp, offset)
+
+
+def _read_again(consumer: AIOKafkaConsumer, batch: Batch) -> None:
+    """Seek every partition of ``batch`` back to its first record: none is committed."""
+    assigned = consumer.assignment()
+    for tp, rs in batch.items():
+        if rs and tp in assigned:
+            consumer.seek(tp, rs[0].offset)
 
 
 async def apply_batch(
@@ -189,7 +205,12 @@ async def apply_batch(
     rewinds = await replay.before([r for rs in batch.values() for r in rs])
     _seek(consumer, rewinds)
     kept = [rs for tp, rs in batch.items() if (tp.topic, tp.partition) not in rewinds]
-    await asyncio.gather(*(records.partition(rs) for rs in kept))
+    # every partition's work ends before a failure is raised: none may still run when the
+    # batch is read again
+    done = await asyncio.gather(*(records.partition(rs) for rs in kept), return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
     if kept:
         _seek(consumer, await replay.after([r for rs in kept for r in rs]))
 
@@ -230,7 +251,18 @@ async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> No
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
                     if not batch:
                         continue
-                    await apply_batch(consumer, replay, records, batch)
+                    try:
+                        await apply_batch(consumer, replay, records, batch)
+                    except RedisError as exc:
+                        # Redis restarting or failing over: act on the batch again once it
+                        # answers (the ledger skips what was recorded; what was sent and not
+                        # recorded is sent again under its key; the positions say what the
+                        # restarted server lost)
+                        log.warning("redis failed mid-batch (%s); reading it again", exc)
+                        _read_again(consumer, batch)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), REDIS_RETRY_S)
+                        continue
                     try:
                         await consumer.commit()
                     except CommitFailedError as exc:  # rebalanced: the new owner skips done work
