@@ -21,7 +21,7 @@ from stream.core.step import Record
 from stream.kafka.topics import Topics
 from stream.shell.processor import wall_ms
 from stream.shell.refresh import refresh
-from stream.store.buckets import bound
+from stream.store.buckets import Census, bound
 from stream.store.keys import DIMS
 from tests.conftest import Isolated
 from tests.test_store_layout import DAY, Scorer, order, run
@@ -121,6 +121,45 @@ def test_buckets_split_move_and_empty_while_ranks_and_ranges_stay_exact(
                 assert population[d] == len(values)
                 assert edges[d] == quantile_edges(values, buckets), (d, buckets)
             assert population["i"] == 0 and "i" not in edges
+
+        # a refresh's census, then commits that move the buckets before it reads the ranks
+        # (new orders, an erasure): the read must notice and count again, not use the old
+        # bucket sizes (an empty bucket's rank raised IndexError; a shifted one misreads)
+        stale = await s.store.census()
+        left = sorted(expected["r"])
+        late = [
+            order(f"l{n}", cid, now - rng.randrange(0, 3) * DAY, str(rng.randrange(900, 5000)))
+            for n, cid in enumerate(rng.sample(left, 100))
+        ]
+        await s.feed(*late)
+        await s.processor.process(
+            [
+                Record(
+                    topic,
+                    1,
+                    n,
+                    cid.encode(),
+                    orjson.dumps({"customer_id": cid, "requested_at": now}),
+                )
+                for n, cid in enumerate(rng.sample(left, 300))
+            ]
+        )
+        expected = await stored_values(s, ids)
+        censuses = iter([stale])
+
+        async def stale_first() -> dict[str, list[Census]]:
+            return next(censuses, None) or await type(s.store).census(s.store)
+
+        s.store.census = stale_first  # type: ignore[method-assign]
+        try:
+            edges, population = await s.store.quantile_edges(5)
+        finally:
+            del s.store.census
+        assert next(censuses, None) is None  # the stale census was used first
+        for d in ("r", "f", "m"):
+            values = sorted(expected[d].values())
+            assert population[d] == len(values)
+            assert edges[d] == quantile_edges(values, 5), d
 
         for d in ("r", "f", "m"):
             values = sorted(expected[d].values())

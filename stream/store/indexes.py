@@ -15,6 +15,9 @@ from stream.store.buckets import Census, encode
 from stream.store.connection import StorePart
 from stream.store.keys import DIMS
 
+# censuses a quantile read may take while commits keep moving the buckets under it
+CENSUS_ATTEMPTS = 5
+
 
 @dataclass
 class _RankSearch:
@@ -53,26 +56,44 @@ class Indexes(StorePart):
         B-1 ranks, one ZRANGE apiece. Sharded: the value of each rank is found by bisection
         on the value, counting ``<= x`` in every shard (whole buckets from the census, one
         ZCOUNT for the bucket that straddles x; index values are integers)."""
-        censuses = await self.census()
-        sizes = {d: sum(c.population for c in censuses[d]) for d in DIMS}
-        if not self.keys.sharded:
-            wanted: list[tuple[str, bytes, int]] = []
-            for d in DIMS:
-                census = censuses[d][0]
-                for rank in quantile_ranks(sizes[d], buckets) if sizes[d] else []:
-                    b, offset = census.locate(rank)
-                    wanted.append((d, b, offset))
-            pipe = self.redis.pipeline(transaction=False)
-            for d, b, offset in wanted:
-                pipe.zrange(self.keys.index_bucket(d, b), offset, offset, withscores=True)
-            replies = iter(await pipe.execute())
-            edges = {
-                d: tuple(int(next(replies)[0][1]) for _ in range(buckets - 1))
-                for d in DIMS
-                if sizes[d]
-            }
-            return edges, sizes
-        return await self._sharded_edges(buckets, sizes, censuses), sizes
+        for _ in range(CENSUS_ATTEMPTS):
+            censuses = await self.census()
+            sizes = {d: sum(c.population for c in censuses[d]) for d in DIMS}
+            if self.keys.sharded:
+                return await self._sharded_edges(buckets, sizes, censuses), sizes
+            edges = await self._unsharded_edges(buckets, sizes, censuses)
+            if edges is not None:
+                return edges, sizes
+        raise RuntimeError(f"the index buckets kept moving under {CENSUS_ATTEMPTS} censuses")
+
+    async def _unsharded_edges(
+        self, buckets: int, sizes: dict[str, int], censuses: dict[str, list[Census]]
+    ) -> dict[str, tuple[int, ...]] | None:
+        """The edges from one census, or None when the buckets moved since it was taken
+        (commits run beside a refresh: a bucket may split, fill or empty between the census
+        and the reads); the caller takes a new census. The ranks are read in one MULTI with
+        the bucket sizes: when those still equal the census, each rank's (bucket, offset)
+        is right at that moment, so the edges are exact for it."""
+        wanted: list[tuple[str, bytes, int]] = []
+        for d in DIMS:
+            census = censuses[d][0]
+            for rank in quantile_ranks(sizes[d], buckets) if sizes[d] else []:
+                b, offset = census.locate(rank)
+                wanted.append((d, b, offset))
+        pipe = self.redis.pipeline(transaction=True)
+        for d in DIMS:
+            pipe.hgetall(self.keys.index_sizes(d))
+        for d, b, offset in wanted:
+            pipe.zrange(self.keys.index_bucket(d, b), offset, offset, withscores=True)
+        replies = await pipe.execute()
+        now = {d: Census.of((b, int(n)) for b, n in replies[i].items()) for i, d in enumerate(DIMS)}
+        ranks = replies[len(DIMS) :]
+        if any(now[d] != censuses[d][0] for d in DIMS) or not all(ranks):
+            return None
+        values = iter(ranks)
+        return {
+            d: tuple(int(next(values)[0][1]) for _ in range(buckets - 1)) for d in DIMS if sizes[d]
+        }
 
     async def _sharded_edges(
         self, buckets: int, sizes: dict[str, int], censuses: dict[str, list[Census]]
