@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import os
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -188,7 +189,12 @@ class Runtime:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("periodic work failed (%s): will retry next tick", type(exc).__name__)
+            # the class and where it was raised, not its message (it may quote stored data)
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+            log.error(
+                "periodic work failed (%s%s): will retry next tick", type(exc).__name__, where
+            )
 
 
 class Batches:
