@@ -124,7 +124,12 @@ def test_one_read_per_tick_however_many_streams() -> None:
         streams = [live.stream() for _ in range(100)]
         firsts = await asyncio.gather(*(_first(s, 2) for s in streams))
         reads_before = source.reads
-        await asyncio.sleep(0.2)  # about ten ticks
+        # wait for ten more reads (polling, with a deadline): one poller reads once a tick,
+        # while a read per stream would jump by a hundred at once
+        deadline = asyncio.get_running_loop().time() + 10
+        while source.reads - reads_before < 10:
+            assert asyncio.get_running_loop().time() < deadline, "the poller stopped reading"
+            await asyncio.sleep(0.002)  # poll
         ticks = source.reads - reads_before
         source.counts = {"champions": 2}
         seconds = await asyncio.gather(*(_first(s, 1) for s in streams))
@@ -134,7 +139,7 @@ def test_one_read_per_tick_however_many_streams() -> None:
         return ticks, live.subscribers, [f + s for f, s in zip(firsts, seconds, strict=True)]
 
     ticks, left, seen = asyncio.run(run())
-    assert 3 <= ticks <= 20, ticks  # per tick, not per stream (100 streams would be 1,000)
+    assert 10 <= ticks <= 12, ticks  # per tick, not per stream (100 streams: a hundred a tick)
     assert left == 0
     for events in seen:
         assert events[0] == b"retry: 1000\n\n"
