@@ -42,6 +42,7 @@ POLL = 0.1  # seconds between two looks at a process or a probe
 STOP_GRACE = 30.0  # from SIGTERM to SIGKILL, unless the caller says otherwise
 KILL_GRACE = 10.0  # from SIGKILL to giving up on the process
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, stop, terminal gone
+RECANCEL_S = 1.0  # until_stopped: how often a stop signal's cancellation is repeated
 
 T = TypeVar("T")
 
@@ -319,7 +320,15 @@ async def until_stopped(work: Coroutine[Any, Any, None]) -> bool:
     def stop() -> None:
         nonlocal stopped
         stopped = True
-        task.cancel()
+        cancel()
+
+    def cancel() -> None:
+        # again every second until the work ends: code under it may take one cancellation
+        # for its own (an ``asyncio.timeout`` expiring in the same turn turns it into a
+        # TimeoutError, which a retry loop then absorbs), and the demo ran on
+        if not task.done():
+            task.cancel()
+            loop.call_later(RECANCEL_S, cancel)
 
     watched = [sig for sig, handler in saved.items() if handler is not signal.SIG_IGN]
     for sig in watched:
@@ -327,7 +336,8 @@ async def until_stopped(work: Coroutine[Any, Any, None]) -> bool:
     try:
         await task
     except asyncio.CancelledError:
-        if not stopped:
+        if not (stopped and task.cancelled()):  # not ours, or this coroutine is cancelled
+            task.cancel()
             raise
     finally:
         for sig in watched:

@@ -81,3 +81,31 @@ def test_a_stop_signal_cancels_the_work_from_the_loop_and_handlers_come_back(
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def test_work_that_swallows_a_cancellation_is_cancelled_again() -> None:
+    """Code under the work may take a cancellation for its own (a timeout expiring in the
+    same turn, then a retry): the stop is repeated until the work ends."""
+    swallowed = 0
+    late: list[str] = []  # the deadline passed before the work ended
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+        loop.call_later(8, late.append, "deadline")
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed > 1:
+                    raise
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        assert asyncio.run(asyncio.wait_for(until_stopped(stubborn()), 10)) is True
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert swallowed == 2
+    assert late == [], "the stop was not repeated: the work ran to the deadline"
