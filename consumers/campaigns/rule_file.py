@@ -20,6 +20,8 @@ import orjson
 
 from consumers.campaigns.rules import (
     CHANGE_METRICS,
+    CONTROL,
+    DEFAULT_UPLIFT_WINDOW_S,
     NO_SEGMENT,
     ORDER_METRICS,
     TRIGGERS,
@@ -45,7 +47,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _TOP_FIELDS = ("webhook", "rule")
 _COMMON_FIELDS: tuple[str, ...] = ("id", "trigger", "description", "when", "cooldown")
-_COMMON_FIELDS += ("max_age", "webhook", "data", "variant")
+_COMMON_FIELDS += ("max_age", "webhook", "data", "variant", "holdout", "uplift_window")
 _CHANGE_FIELDS = ("from", "to", "cause")
 _ORDER_FIELDS = ("first_order", "channel")
 _WEBHOOK_FIELDS = ("url", "secret", "secret_env", "timeout", "retries", "backoff", "max_backoff")
@@ -156,6 +158,9 @@ def _rule(
     if not isinstance(description, str):
         raise at.error("description", "expected a string")
     max_age = _duration(raw["max_age"], "max_age", at) if "max_age" in raw else None
+    variants = _variants(raw.get("variant", []), isinstance(trigger, OrderTrigger), at)
+    holdout = _holdout(raw.get("holdout", 0), variants, at)
+    window = raw.get("uplift_window", DEFAULT_UPLIFT_WINDOW_S)
     return CampaignRule(
         id=rule_id,
         trigger=trigger,
@@ -163,10 +168,22 @@ def _rule(
         when=_conditions(raw.get("when", []), metrics, at),
         cooldown_s=_duration(raw.get("cooldown", 0), "cooldown", at),
         max_age_s=max_age,
-        variants=_variants(raw.get("variant", []), isinstance(trigger, OrderTrigger), at),
+        variants=variants,
         data=_data(raw.get("data", {}), "data", at),
         description=description,
+        holdout=holdout,
+        uplift_window_s=_positive(window, "uplift_window", at),
     )
+
+
+def _holdout(value: Any, variants: tuple[Variant, ...], at: _At) -> Decimal:
+    """The control arm's share: 0 (none) up to, not including, 1 (nobody would be treated)."""
+    share = _decimal(value, "holdout", at)
+    if not 0 <= share < 1:
+        raise at.error("holdout", f"must be at least 0 and less than 1 (0.10 = 10%), got {value!r}")
+    if share > 0 and any(v.name == CONTROL for v in variants):
+        raise at.error("variant", f"{CONTROL!r} names the hold-out arm: name the variant otherwise")
+    return share
 
 
 def _listed(raw: Mapping[str, Any], name: str, at: _At) -> list[Any] | None:

@@ -33,6 +33,9 @@ OPERATORS: Mapping[str, Callable[[Decimal, Decimal], bool]] = {
     "<": operator.lt,
 }
 NO_SEGMENT = ""  # the pattern for a null segment: first assignment (from) or erasure (to)
+CONTROL = "control"  # the hold-out arm: recorded, measured, never sent anything
+TREATED = "treated"  # the arm of a rule with a hold-out but no variants
+DEFAULT_UPLIFT_WINDOW_S = 30 * 86_400.0
 
 
 class RuleError(ValueError):
@@ -107,6 +110,13 @@ class CampaignRule:
     variants: tuple[Variant, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    holdout: Decimal = Decimal(0)  # share of customers held out as the control arm, [0, 1)
+    uplift_window_s: float = DEFAULT_UPLIFT_WINDOW_S  # orders counted this long after assignment
+
+    @property
+    def measured(self) -> bool:
+        """A rule with a hold-out records every assignment and the orders that follow it."""
+        return self.holdout > 0
 
     @property
     def split(self) -> Split:

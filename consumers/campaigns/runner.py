@@ -12,6 +12,9 @@ in Redis with the ledger too, checked before each batch and raised after its led
 (``stream.worker.replay``, as the worker does); a partition found behind is read again from
 there, without a restart. Actions redone carry the same ``Idempotency-Key``. A Redis
 error mid-batch commits nothing: the batch is read again once Redis answers.
+
+Rules with a hold-out are measured here too: every order and segment move of a customer
+assigned in one is counted against the assignment (``uplift_ledger``), once per event id.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ from consumers.campaigns.matching import (
 )
 from consumers.campaigns.rule_file import check_segments, load_rules
 from consumers.campaigns.rules import RuleSet
+from consumers.campaigns.uplift_ledger import UpliftLedger, move_text
 from stream.config import Settings
 from stream.core.events import Rejected, parse_erasure, parse_order
 from stream.kafka import KafkaPublisher, client_options, ensure_topics
 from stream.kafka.topics import Topics
 from stream.schemes import SchemeError, load_scheme
+from stream.store.keys import Keys
 from stream.store.redis_store import connect
 from stream.worker.replay import Replay, Rewinds
 
@@ -88,6 +93,7 @@ class _Records:
     topics: Topics
     ledger: Ledger
     dispatcher: Dispatcher
+    uplift: UpliftLedger
 
     @property
     def ab_rules(self) -> list[str]:
@@ -122,12 +128,21 @@ class _Records:
             self.ab_rules, change.customer_id, change.from_segment, change.to_segment
         )
         now = int(time.time() * 1000)
+        if change.from_segment != change.to_segment and change.to_segment is not None:
+            await self.uplift.count(
+                change.customer_id,
+                change.event_id,
+                "m",
+                move_text(change.from_segment, change.to_segment),
+                now if change.at_ms is None else change.at_ms,
+            )
         for trigger in change_triggers(self.rules.change_rules, change, now):
             await self.dispatcher.fire(trigger)
         if change.to_segment is None:
             # The erasure's own change event follows the request, usually after the request
             # was handled: what its deliveries recorded (cooldown, arm, recent) goes too.
             await self.ledger.forget(change.customer_id, [r.id for r in self.rules.rules])
+            await self.uplift.forget(change.customer_id)
 
     async def _order(self, raw: bytes) -> None:
         now = int(time.time() * 1000)
@@ -135,6 +150,15 @@ class _Records:
             order = parse_order(raw, self.settings.store, now)
         except Rejected:
             return  # the scorer dead-letters bad input; acting on it here would be wrong
+        kind = ("f" if order.full else "r") if order.refund else "c"
+        await self.uplift.count(
+            order.customer_id,
+            order.event_id,
+            kind,
+            str(order.amount),
+            order.occurred_at,
+            order.order_id,
+        )
         if order.refund:
             return
         # every completion claims the marker, also with no first-order rule configured yet,
@@ -157,6 +181,7 @@ class _Records:
         except Rejected:
             return
         await self.ledger.forget(request.customer_id, [r.id for r in self.rules.rules])
+        await self.uplift.forget(request.customer_id)
 
 
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -237,8 +262,17 @@ async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> No
             httpx.AsyncClient(follow_redirects=False) as http,
             KafkaPublisher(settings) as publisher,
         ):
-            dispatcher = Dispatcher(ledger, http, publisher, topics.actions_dlq)
-            records = _Records(settings, rules, topics, ledger, dispatcher)
+            uplift = UpliftLedger(
+                redis, ledger.keys, rules.rules, settings.store.dedupe_window_ms / 1000
+            )
+            scorer_keys = Keys(settings.key_prefix, settings.redis_shards)
+
+            async def segment_of(customer_id: str) -> str | None:
+                raw = await redis.hget(scorer_keys.customer(customer_id), "sg")
+                return raw.decode() if raw else None
+
+            dispatcher = Dispatcher(ledger, http, publisher, topics.actions_dlq, uplift, segment_of)
+            records = _Records(settings, rules, topics, ledger, dispatcher, uplift)
             await consumer.start()
             log.info(
                 "campaigns: %d rules from %s; group %s",
@@ -252,6 +286,7 @@ async def consume(settings: Settings, rules: RuleSet, stop: asyncio.Event) -> No
                     if not batch:
                         continue
                     try:
+                        await uplift.declare()
                         await apply_batch(consumer, replay, records, batch)
                     except RedisError as exc:
                         # Redis restarting or failing over: act on the batch again once it

@@ -1,8 +1,12 @@
-"""Which variant of a rule a customer gets.
+"""Which variant of a rule a customer gets, and whether the customer is held out.
 
 A/B arms come from a stable hash of (rule id, customer id) over the declared weights: SHA-256,
 not Python's ``hash()`` (salted per process), so every process, restart and machine agrees
 without coordination. Order-value splits pick the band the order amount falls into.
+
+The hold-out reads the next 64 bits of the same digest, so it is as stable as the arms but
+independent of them: declaring a hold-out takes the same share from every arm and leaves
+the arms' relative shares (and every treated customer's arm) as they were.
 """
 
 from __future__ import annotations
@@ -14,13 +18,29 @@ from decimal import Decimal
 from consumers.campaigns.rules import CampaignRule, Variant
 
 
-def hash_point(rule_id: str, customer_id: str) -> int:
-    """A 64-bit point, uniform over customers, fixed for a (rule, customer) pair.
+def _digest(rule_id: str, customer_id: str) -> bytes:
+    """The rule id is length-prefixed so ``("a", "bc")`` and ``("ab", "c")`` differ."""
+    return hashlib.sha256(f"{len(rule_id)}:{rule_id}:{customer_id}".encode()).digest()
 
-    The rule id is length-prefixed so ``("a", "bc")`` and ``("ab", "c")`` differ.
+
+def hash_point(rule_id: str, customer_id: str) -> int:
+    """A 64-bit point, uniform over customers, fixed for a (rule, customer) pair."""
+    return int.from_bytes(_digest(rule_id, customer_id)[:8], "big")
+
+
+def holdout_point(rule_id: str, customer_id: str) -> int:
+    """Another 64-bit point of the same digest, independent of ``hash_point``."""
+    return int.from_bytes(_digest(rule_id, customer_id)[8:16], "big")
+
+
+def held_out(rule: CampaignRule, customer_id: str) -> bool:
+    """In the control arm: the point falls in the first ``holdout`` share of the space.
+
+    Exact (the share is a Decimal): raising the share only ever adds customers to it.
     """
-    material = f"{len(rule_id)}:{rule_id}:{customer_id}".encode()
-    return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
+    if rule.holdout <= 0:
+        return False
+    return holdout_point(rule.id, customer_id) < int(rule.holdout * (1 << 64))
 
 
 def by_hash(variants: Sequence[Variant], rule_id: str, customer_id: str) -> Variant:
