@@ -13,6 +13,7 @@ from stream.core.scheme import Scheme
 
 # The scorer rejects longer or empty ids, so such a lookup can never match (SPEC section 2).
 MAX_ID_CHARS = 128
+RECENT = 10  # entries of ``recent_changes``, as many as the hash kept before the history list
 
 
 def plausible_id(customer_id: str) -> bool:
@@ -22,7 +23,9 @@ def plausible_id(customer_id: str) -> bool:
 def customer_doc(
     record: CustomerRecord, scheme: Scheme, window_ms: int, now: int, decimals: int
 ) -> dict[str, Any]:
-    """Shaped like the change event (SPEC section 6) plus the recent changes, newest first."""
+    """Shaped like the change event (SPEC section 6) plus its segment history, newest
+    first: ``history`` every change kept, ``recent_changes`` the first ten of them (the
+    field clients read before the history grew)."""
     c = record.customer
     m = metrics(c, window_ms, now)
     return {
@@ -35,5 +38,6 @@ def customer_doc(
         "first_order_at": iso_ms(c.first_order_at),
         "last_interaction_at": iso_ms(c.last_interaction_at),
         "channels": sorted(c.channels),
-        "recent_changes": record.recent_changes,
+        "recent_changes": record.history[:RECENT],
+        "history": record.history,
     }

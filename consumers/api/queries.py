@@ -14,14 +14,15 @@ from stream.config import Settings
 from stream.core.customer import Customer
 from stream.core.scoring import Thresholds
 from stream.shell.processor import wall_ms
-from stream.store.codec import decode_customer, recent_changes
+from stream.store.codec import decode_customer
+from stream.store.history import segment_history
 from stream.store.redis_store import RedisStore
 
 
 @dataclass(frozen=True)
 class CustomerRecord:
     customer: Customer
-    recent_changes: list[dict[str, Any]]  # change events, newest first
+    history: list[dict[str, Any]]  # its segment changes, newest first (stream.store.history)
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,12 @@ async def transitions(store: RedisStore, hours: Sequence[int]) -> list[dict[str,
 async def customer(store: RedisStore, customer_id: str) -> CustomerRecord | None:
     pipe = store.redis.pipeline(transaction=True)
     pipe.hgetall(store.keys.customer(customer_id))
-    pipe.lrange(store.keys.history(customer_id), 0, -1)
-    fields, legacy = await pipe.execute()
+    pipe.lrange(store.keys.history(customer_id), 0, store.history_length - 1)
+    fields, items = await pipe.execute()
     if not fields:
         return None
-    return CustomerRecord(decode_customer(customer_id, fields), recent_changes(fields, legacy))
+    history = segment_history(items, fields, store.history_length)
+    return CustomerRecord(decode_customer(customer_id, fields), history)
 
 
 async def thresholds(store: RedisStore) -> tuple[Thresholds, Thresholds]:

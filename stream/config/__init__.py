@@ -101,6 +101,9 @@ class StoreSettings:
     max_amount: int = 10_000_000  # in major units
     max_future_skew_ms: int = 5 * 60_000
     dedupe_window_ms: int = 30 * 86_400_000
+    # segment changes kept per customer for the lookup (stream.store.history); the
+    # oldest leave as new ones arrive, all leave with the customer on erasure
+    segment_history: int = 50
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,14 @@ def _store(raw: dict[str, Any]) -> StoreSettings:
     t = as_table(
         "store",
         raw,
-        ("currency", "currency_decimals", "max_amount", "max_future_skew", "dedupe_window"),
+        (
+            "currency",
+            "currency_decimals",
+            "max_amount",
+            "max_future_skew",
+            "dedupe_window",
+            "segment_history",
+        ),
     )
     d = StoreSettings()
     currency = t.get("currency", d.currency)
@@ -180,6 +190,9 @@ def _store(raw: dict[str, Any]) -> StoreSettings:
         ),
         dedupe_window_ms=int(
             1000 * parse_duration("store.dedupe_window", t.get("dedupe_window", "30d"))
+        ),
+        segment_history=as_int(
+            "store.segment_history", t.get("segment_history", d.segment_history), 1, 1000
         ),
     )
 

@@ -5,7 +5,8 @@ Fields: ``fo lo li`` first/last order and last interaction (epoch ms), ``ch`` ch
 ``tl`` "orders,monetary" as last committed (its share of the segment report),
 ``lt`` lifetime purchases "purchase_days,spend,first_day_spend", ``cr`` "1" when at churn risk,
 ``o:<order_id>`` -> "at,amount,refunded,full", ``i:<at>`` -> weight,
-``h:<seq>`` -> the change numbered seq, ``[from, to, cause, at]`` (the HISTORY newest only),
+``h:<seq>`` -> a change, in the older history layout (read by stream.store.history; never
+written now, never loaded for scoring),
 ``e:<event_id>`` -> when that event's dedupe mark expires (epoch ms),
 ``x`` the score index entries "r,f,m,i" as last committed ("" = none): where the commit
 script finds the customer's entries in the bucketed indexes (stream.store.buckets).
@@ -13,16 +14,8 @@ script finds the customer's entries in the bucketed indexes (stream.store.bucket
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import orjson
-
-from stream.core.changes import SegmentChange, iso_ms
 from stream.core.customer import Customer, OrderRecord, day
 from stream.core.scoring import NO_SCORES, Scores
-
-HISTORY = 10  # recent segment changes kept per customer
 
 
 def _opt_int(raw: str) -> int | None:
@@ -171,63 +164,3 @@ def report_share(fields: dict[str, str]) -> list[object] | None:
     r, f = (fields.get("sc") or ",,,").split(",")[:2]
     channels = [c for c in (fields.get("ch") or "").split(",") if c]
     return [segment, orders, monetary, channels, f"{r}:{f}" if r and f else ""]
-
-
-# Stored history names its cause in one letter: with two segment ids of up to 23 letters
-# and a 13-digit time, an entry stays under Redis's 64-byte listpack value limit. Fixed
-# forever: stored entries are read back with it.
-_CAUSE_CODES = {
-    "order": "o",
-    "refund": "r",
-    "interaction": "i",
-    "threshold_refresh": "t",
-    "clock": "c",
-    "erasure": "e",
-    "reconfigure": "s",
-    "churn_risk": "p",
-}
-_CAUSES_BY_CODE = {code: cause for cause, code in _CAUSE_CODES.items()}
-
-
-def history_fields(changes: Sequence[SegmentChange]) -> tuple[list[str], list[str]]:
-    """(HSET pairs, HDEL fields) recording ``changes`` in the customer's own hash.
-
-    Fields of the hash, not a list key per customer: a list cost ~330 B for one entry, a
-    field ~60 B. An entry is ``"<from> <to> <cause code> <at ms>"`` (``-`` = none; segment
-    ids have no spaces), short enough that the hash keeps Redis's compact encoding. The
-    load script never reads them back: which fields leave the window follows from the seq
-    numbers alone.
-    """
-    if not changes:
-        return [], []
-    sets: list[str] = []
-    for ch in changes:
-        cause = _CAUSE_CODES.get(ch.cause, ch.cause)
-        entry = f"{ch.from_segment or '-'} {ch.to_segment or '-'} {cause} {ch.at}"
-        sets += (f"h:{ch.seq}", entry)
-    first, last = changes[0].seq, changes[-1].seq
-    gone = range(max(1, first - HISTORY), last - HISTORY + 1)
-    return sets, [f"h:{seq}" for seq in gone]
-
-
-def recent_changes(
-    fields: dict[bytes, bytes], legacy: Sequence[bytes] = ()
-) -> list[dict[str, Any]]:
-    """A stored customer's recent changes, newest first, as the API shows them. ``legacy``:
-    entries of the per-customer list that held them before they moved into the hash."""
-    out: dict[int, dict[str, Any]] = {}
-    for key, value in fields.items():
-        if key[:2] == b"h:":
-            seq = int(key[2:])
-            from_segment, to_segment, code, at = value.decode("utf-8").split(" ")
-            out[seq] = {
-                "seq": seq,
-                "from": None if from_segment == "-" else from_segment,
-                "to": None if to_segment == "-" else to_segment,
-                "cause": _CAUSES_BY_CODE.get(code, code),
-                "at": iso_ms(int(at)),
-            }
-    for raw in legacy:
-        entry = orjson.loads(raw)
-        out.setdefault(int(entry["seq"]), entry)
-    return [out[seq] for seq in sorted(out, reverse=True)[:HISTORY]]

@@ -20,7 +20,6 @@ from stream.store.codec import (
     customer_from_fields,
     diff,
     encode_customer,
-    history_fields,
     index_text,
     report_share,
     rescored_fields,
@@ -169,10 +168,6 @@ def commit_doc(c: Commit) -> dict[str, Any]:
             after["x"] = index_text(c.index)
         sets, dels = diff(c.before, after)
         share_after = report_share(after)
-    if c.changes and not c.erase:
-        history_sets, history_dels = history_fields(c.changes)
-        sets += history_sets
-        dels += history_dels
     doc: dict[str, Any] = {
         "id": cust.customer_id,
         "v": str(cust.version),

@@ -43,6 +43,7 @@ class StorePart:
     redis: Any
     keys: Keys
     scripts: Scripts
+    history_length: int  # changes a customer's segment history keeps (store.segment_history)
 
     def by_shard(self, ids: Iterable[str]) -> dict[int, list[str]]:
         """``ids`` grouped by the shard that holds each, in their order."""

@@ -123,7 +123,7 @@ class CustomerStates(StorePart):
             for start in range(0, len(members), COMMIT_CHUNK):
                 chunk = members[start : start + COMMIT_CHUNK]
                 keys = list(fixed)
-                args = [*versions, rising]
+                args = [*versions, rising, self.history_length]
                 for i in chunk:
                     cid = commits[i].customer.customer_id
                     keys += (k.customer(cid), k.applied(cid), k.history(cid), k.due_of(cid))

@@ -87,9 +87,9 @@ class Keys:
         return self._of("d", customer_id)
 
     def history(self, customer_id: str) -> str:
-        """Where recent changes were kept before they became fields of the customer's hash
-        (``stream.store.codec.history_fields``): still read by the API and deleted on
-        erasure, never written."""
+        """List of the customer's segment changes, newest first, each the change event as
+        published (commit.lua pushes and trims it; ``stream.store.history`` reads it);
+        deleted with the customer on erasure."""
         return self._of("h", customer_id)
 
     # ---- per shard (aggregates kept by the commit script) ------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.config import Settings
+from stream.config import Settings, StoreSettings
 from stream.store.aggregates import Aggregates
 from stream.store.connection import connect
 from stream.store.customers import CustomerStates
@@ -39,6 +39,7 @@ class RedisStore(CustomerStates, Indexes, Publication, Aggregates, Outbox, Posit
 
     redis: Any
     keys: Keys = field(default_factory=Keys)
+    history_length: int = StoreSettings.segment_history
 
     def __post_init__(self) -> None:
         self.scripts = Scripts(self.redis)
@@ -53,4 +54,5 @@ def open_store(settings: Settings, **options: Any) -> RedisStore:
     return RedisStore(
         connect(settings.redis_url, cluster=settings.redis_cluster, **options),
         Keys(settings.key_prefix, settings.redis_shards),
+        settings.store.segment_history,
     )

@@ -45,6 +45,7 @@ def assert_defaults(s: Settings) -> None:
     assert s.store.max_amount == 10_000_000
     assert s.store.max_future_skew_ms == 5 * 60 * 1000
     assert s.store.dedupe_window_ms == 30 * 86_400_000
+    assert s.store.segment_history == 50
     assert s.scoring.mode == "quantile"
     assert s.scoring.buckets == 5
     assert s.scoring.window_days == 365
@@ -101,6 +102,7 @@ def test_every_key_set() -> None:
                 "max_amount": 500,
                 "max_future_skew": "30s",
                 "dedupe_window": "7d",
+                "segment_history": 3,
             },
             "scoring": {
                 "mode": "fixed",
@@ -118,6 +120,7 @@ def test_every_key_set() -> None:
     assert s.store.max_amount == 500
     assert s.store.max_future_skew_ms == 30_000
     assert s.store.dedupe_window_ms == 7 * 86_400_000
+    assert s.store.segment_history == 3
     assert s.scoring.mode == "fixed" and s.scoring.clock == "event"
     assert s.scoring.window_days == 0 and s.window_ms == 0  # 0 = lifetime
     assert s.scoring.refresh_interval_s == pytest.approx(0.25)
@@ -216,6 +219,9 @@ def test_unknown_key_named(toml: dict[str, Any], setting: str) -> None:
         ({"store": {"max_amount": 0}}, "store.max_amount"),
         ({"store": {"max_future_skew": "5 minutes"}}, "store.max_future_skew"),
         ({"store": {"dedupe_window": -1}}, "store.dedupe_window"),
+        ({"store": {"segment_history": 0}}, "store.segment_history"),
+        ({"store": {"segment_history": 1001}}, "store.segment_history"),
+        ({"store": {"segment_history": "50"}}, "store.segment_history"),
         ({"interactions": {"weights": {"like": -1}}}, "interactions.weights.like"),
         ({"interactions": {"weights": {"like": "heavy"}}}, "interactions.weights.like"),
         ({"interactions": {"weights": []}}, "interactions.weights"),

@@ -1,94 +1,101 @@
-"""Recent segment changes as fields of the customer's hash (stream.store.codec)."""
+"""A customer's segment history read back (stream.store.history): the change events the
+commit script pushed, with the older hash-field layout filling in seqs the list lacks."""
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
+from typing import Any
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.core.changes import CAUSES, SegmentChange, iso_ms
-from stream.store.codec import HISTORY, history_fields, recent_changes
-
-SCHEMES = Path(__file__).resolve().parents[2] / "stream" / "schemes"
-LISTPACK_VALUE_MAX = 64  # Redis's hash-max-listpack-value default
-T0 = 1_732_390_586_374
-
-
-def change(seq: int, from_segment: str | None, to_segment: str | None, cause: str) -> SegmentChange:
-    return SegmentChange(
-        customer_id="c",
-        seq=seq,
-        from_segment=from_segment,
-        to_segment=to_segment,
-        scores={},
-        metrics={},
-        cause=cause,
-        thresholds_version=1,
-        scheme="s",
-        at=T0 + seq,
-    )
-
+from stream.store.history import segment_history
 
 segments = st.sampled_from(["champions", "at_risk", "new_ready_to_repurchase", "lost"])
-causes = st.sampled_from(sorted(CAUSES))
+scores = st.fixed_dictionaries(
+    {d: st.one_of(st.none(), st.integers(1, 5)) for d in ("r", "f", "m", "i")}
+)
 
 
-@given(st.lists(st.lists(st.tuples(segments, causes), min_size=1, max_size=3), max_size=30))
-def test_the_hash_keeps_exactly_the_newest_changes(commits: list[list[tuple[str, str]]]) -> None:
-    stored: dict[bytes, bytes] = {b"sg": b"x"}  # another field, which must survive
-    made: list[SegmentChange] = []
-    for batch in commits:
-        changes = []
-        for to_segment, cause in batch:
-            prior = made[-1].to_segment if made else None
-            changes.append(change(len(made) + 1, prior, to_segment, cause))
-            made.append(changes[-1])
-        sets, dels = history_fields(changes)
-        for name in dels:
-            stored.pop(name.encode(), None)
-        for name, value in zip(sets[::2], sets[1::2], strict=True):
-            stored[name.encode()] = value.encode()
-    kept = made[::-1][:HISTORY]
-    assert sorted(k for k in stored if k.startswith(b"h:")) == sorted(
-        f"h:{ch.seq}".encode() for ch in kept
-    )
-    assert stored[b"sg"] == b"x"
-    assert recent_changes(stored) == [
-        {
-            "seq": ch.seq,
-            "from": ch.from_segment,
-            "to": ch.to_segment,
-            "cause": ch.cause,
-            "at": iso_ms(ch.at),
+@st.composite
+def events(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Change events of one customer, seq 1.. in order, as the scorer publishes them (the
+    newer fields present or not, as before and after they were added)."""
+    out: list[dict[str, Any]] = []
+    for seq in range(1, draw(st.integers(0, 25)) + 1):
+        before = out[-1]["scores"] if out else None
+        event: dict[str, Any] = {
+            "event_id": f"c:{seq}",
+            "customer_id": "c",
+            "seq": seq,
+            "from": out[-1]["to"] if out else None,
+            "to": draw(segments),
+            "scores": draw(scores),
+            "metrics": {"orders": seq},
+            "cause": draw(st.sampled_from(["order", "refund", "clock", "threshold_refresh"])),
+            "thresholds_version": draw(st.integers(0, 9)),
+            "scheme": "rfm-classic",
+            "at": f"2026-12-06T10:00:{seq:02d}.000Z",
         }
-        for ch in kept
-    ]
+        if draw(st.booleans()):
+            event["trigger_event_id"] = f"evt-{seq}" if event["cause"] == "order" else None
+            event["scores_before"] = before
+        out.append(event)
+    return out
 
 
-def test_entries_of_the_built_in_schemes_fit_a_compact_hash_value() -> None:
-    ids = [
-        rule["id"]
-        for path in SCHEMES.glob("*.toml")
-        for rule in tomllib.loads(path.read_text(encoding="utf-8"))["rules"]
+@given(events(), st.integers(1, 30))
+def test_the_newest_changes_come_back_newest_first_with_absent_fields_null(
+    published: list[dict[str, Any]], keep: int
+) -> None:
+    items = [orjson.dumps(e) for e in reversed(published)][:keep]  # LPUSH + LTRIM
+    got = segment_history(items, {b"sg": b"lost", b"o:1": b"1,2,0,1"}, keep)
+    want = [
+        (
+            e["seq"],
+            e["at"],
+            e["from"],
+            e["to"],
+            e["cause"],
+            e.get("trigger_event_id"),
+            e.get("scores_before"),
+            e["scores"],
+            e["thresholds_version"],
+        )
+        for e in published[::-1][:keep]
     ]
-    longest = sorted(ids, key=len)[-2:]
-    for cause in CAUSES:
-        sets, _ = history_fields([change(10**6, longest[0], longest[1], cause)])
-        assert len(sets[1].encode()) <= LISTPACK_VALUE_MAX, sets[1]
+    assert [
+        (
+            h["seq"],
+            h["at"],
+            h["from"],
+            h["to"],
+            h["cause"],
+            h["trigger_event_id"],
+            h["scores_before"],
+            h["scores"],
+            h["thresholds_version"],
+        )
+        for h in got
+    ] == want
+    assert all("metrics" not in h and "customer_id" not in h for h in got)
 
 
-def test_entries_from_the_former_list_fill_in_what_the_hash_lacks() -> None:
-    sets, _ = history_fields([change(3, "a", "b", "order")])
-    fields = {sets[0].encode(): sets[1].encode(), b"sq": b"3"}
-    legacy = [
-        orjson.dumps({"seq": s, "from": None, "to": "a", "cause": "clock", "at": "t"})
-        for s in (3, 2, 1)
+def test_the_older_hash_fields_fill_in_seqs_the_list_lacks() -> None:
+    fields = {
+        b"sq": b"4",
+        b"h:1": b"- champions o 1764892800000",
+        b"h:2": b"champions at_risk c 1764979200000",
+        b"h:3": b"at_risk champions t 1765065600000",  # also in the list: the list's wins
+    }
+    newer = {"seq": 4, "from": "champions", "to": "lost", "cause": "refund", "at": "x"}
+    five_fields = {"seq": 3, "from": "at_risk", "to": "champions", "cause": "order", "at": "y"}
+    got = segment_history([orjson.dumps(newer), orjson.dumps(five_fields)], fields, 50)
+    assert [(h["seq"], h["from"], h["to"], h["cause"], h["at"]) for h in got] == [
+        (4, "champions", "lost", "refund", "x"),
+        (3, "at_risk", "champions", "order", "y"),
+        (2, "champions", "at_risk", "clock", "2025-12-06T00:00:00.000Z"),
+        (1, None, "champions", "order", "2025-12-05T00:00:00.000Z"),
     ]
-    assert [(h["seq"], h["cause"]) for h in recent_changes(fields, legacy)] == [
-        (3, "order"),
-        (2, "clock"),
-        (1, "clock"),
-    ]
+    assert all(h["trigger_event_id"] is None and h["scores"] is None for h in got)
+    assert [h["seq"] for h in segment_history([], fields, 2)] == [3, 2]

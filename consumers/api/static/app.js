@@ -214,6 +214,7 @@ function renderClv() {
 function renderCustomer() {
   const c = state.customer;
   const dl = $("customer");
+  document.dispatchEvent(new CustomEvent("rfm:customer", { detail: c })); // panels of the lookup
   if (c === null) return dl.replaceChildren();
   if (c === "missing") return dl.replaceChildren(el("dd", t("notFound"), "muted"));
   const pair = (k, v) => [el("dt", k), el("dd", v)];

@@ -23,8 +23,8 @@ KEYS[19..22] their bucket sizes (hash, bound -> members; the same bounds as the 
 then for the n-th customer of the batch (n = 0, 1, ...):
 KEYS[23+4n] its hash   KEYS[24+4n] its dedupe marks zset from before marks moved into
            the hash (member = event id, score = expiry; read by load.lua until it expires)
-KEYS[25+4n] its recent-changes list from before they moved into its hash (deleted with
-           the customer on erasure; nothing else writes it now)
+KEYS[25+4n] its segment history (list, newest first: each change event as published,
+           at most ARGV[4] of them; deleted with the customer on erasure)
 KEYS[26+4n] its due bucket (zset, member = customer id, score = when the clock alone
            next changes the customer)
 
@@ -32,7 +32,8 @@ ARGV[1]  thresholds version the batch was scored against ("-1" = do not check)
 ARGV[2]  CLV model version the churn flags depend on ("-1" = do not check)
 ARGV[3]  "1" when KEYS[1] is a shard's mirror: a batch scored against a newer version than
          the mirror holds raises it (that version is published); "0" = exact match only
-ARGV[4..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
+ARGV[4]  how many changes a customer's segment history keeps (the oldest leave first)
+ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
          documents was a quarter of this script's time). A record is 12 header values
            id, expected version (0 = absent), flags, #set, #del, #out, #agg, #grid,
            segment before, segment after, event clock ms, events accepted
@@ -44,9 +45,10 @@ ARGV[4..] one record per customer, in KEYS order, flat (no JSON to decode: decod
          as stored: a re-score from the standing, whose metrics did not move;
          then the sections the header counts: HSET field/value pairs (dedupe marks among
          them, as "e:<event id>" -> expiry: no key and no commands of their own), HDEL
-         fields, change events to publish (segment move, then churn; their history
-         entries come as hash fields), report deltas ("<seg>|orders" ... , n) and R x F
-         grid deltas (cell, n) as pairs. Numbers travel as decimal strings.
+         fields, change events to publish (in seq order; each also goes onto the
+         customer's segment history unless the record erases it), report deltas
+         ("<seg>|orders" ... , n) and R x F grid deltas (cell, n) as pairs. Numbers travel
+         as decimal strings.
 
 Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or 0 (the
          customer changed since it was read: recompute it); {0, "thresholds"} when a
@@ -55,16 +57,16 @@ Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or
          XADD per call, not one per change, which was a tenth of this script's time.
          All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
 
-Invariant kept atomically: each applied customer's state (its recent-change history is
-fields of the same hash), dedupe marks, index entries (with at most one due entry, in its
-bucket, and that bucket's head no later than it; each score index entry in the one
-bucket its bound falls in, every bucket non-empty, under 128 members, listed in its
-directory and counted in its sizes hash, every bound but the first its first member's
-entry) and outbox entries move together with
-the live counts, counters and operator aggregates (report, grid, transitions), so counts
-always equal the customers per stored segment and no change can be lost between state and
-publish. A customer whose version moved is skipped
-whole; the aggregates sum only what was applied.
+Invariant kept atomically: each applied customer's state, segment history (its newest
+ARGV[4] changes since the list began, each the very event its outbox entry holds), dedupe
+marks, index entries (with at most one due entry, in its bucket, and that bucket's head no
+later than it; each score index entry in the one bucket its bound falls in, every bucket
+non-empty, under 128 members, listed in its directory and counted in its sizes hash, every
+bound but the first its first member's entry) and outbox entries move together with the
+live counts, counters and operator aggregates (report, grid, transitions), so counts
+always equal the customers per stored segment, no change can be lost between state and
+publish, and a history never shows a change that was not published. A customer whose
+version moved is skipped whole; the aggregates sum only what was applied.
 --]]
 
 -- true when the batch may commit against the fence's field
@@ -166,12 +168,13 @@ end
 local older_ix = {}
 for d = 1, DIMS do older_ix[d] = redis.call('EXISTS', KEYS[3 + d]) == 1 end
 local older_due = redis.call('EXISTS', KEYS[8]) == 1
-local p = 4 -- the next record's first value
+local keep = tonumber(ARGV[4])
+local p = 5 -- the next record's first value
 local n = 0
 while p <= #ARGV do
   n = n + 1
   local base = 23 + 4 * (n - 1)
-  local hash, marks, legacy = KEYS[base], KEYS[base + 1], KEYS[base + 2]
+  local hash, marks, history = KEYS[base], KEYS[base + 1], KEYS[base + 2]
   local member, flags = ARGV[p], ARGV[p + 2]
   local nset, ndel, nout = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
   local nagg, ngrid = tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
@@ -188,8 +191,9 @@ while p <= #ARGV do
     if string.find(flags, 'f', 1, true) then
       redis.call('DEL', marks)
     end
-    if string.find(flags, 'e', 1, true) then
-      redis.call('DEL', hash, legacy)
+    local erased = string.find(flags, 'e', 1, true)
+    if erased then
+      redis.call('DEL', hash, history)
     elseif nset > 0 then
       redis.call('HSET', hash, 'v', tostring(current + 1), unpack(ARGV, q, q + nset - 1))
     else
@@ -237,6 +241,13 @@ while p <= #ARGV do
       outbox[#outbox + 1] = member
       outbox[#outbox + 1] = 'e' .. k
       outbox[#outbox + 1] = ARGV[i]
+    end
+    if nout > 0 and not erased then
+      -- the change events as they are: no encoding here, and a history entry is exactly
+      -- what subscribers were sent
+      if redis.call('LPUSH', history, unpack(ARGV, q, q + nout - 1)) > keep then
+        redis.call('LTRIM', history, 0, keep - 1)
+      end
     end
     q = q + nout
     if nout > 0 then
