@@ -34,6 +34,9 @@ from consumers.api.metrics import exposition
 from consumers.api.report import report_doc, segments_doc
 from consumers.api.thresholds import thresholds_doc
 from consumers.api.variants import variants_doc
+from consumers.campaigns.ledger import CampaignKeys
+from consumers.campaigns.uplift import csv_text, uplift_doc
+from consumers.campaigns.uplift_ledger import measured_rules, read_rule
 from stream.clv.prediction import prediction_doc
 from stream.config import ConfigError, Settings
 from stream.http_server import check_tls_files, exposure_problem, serve
@@ -221,6 +224,29 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
             rules[rule_id] = (_counters(stats), _counters(moves))
         return Json(variants_doc(rules, scheme.ids))
 
+    async def uplift(request: Request) -> Response:
+        """Per measured campaign rule, arm and segment at assignment: what customers did
+        after it, each arm against the hold-out with 95% intervals; ``format=csv`` too."""
+        wanted = request.query_params.get("rule") or None
+        if wanted is not None and not SEGMENT_ID.fullmatch(wanted):
+            return _error(400, "rule: a campaign rule id such as win_back")
+        fmt = "csv" if request.url.path.endswith(".csv") else request.query_params.get("format")
+        if fmt not in (None, "json", "csv"):
+            return _error(400, "format: one of json, csv")
+        keys = CampaignKeys(settings.key_prefix)
+        ids = [wanted] if wanted else await measured_rules(store.redis, keys)
+        measured = {rule_id: await read_rule(store.redis, keys, rule_id) for rule_id in ids}
+        if wanted and not any(measured[wanted]):
+            return _error(404, "no campaign rule with a hold-out by that id")
+        doc = await asyncio.to_thread(uplift_doc, measured, scheme.ids, decimals)
+        if fmt == "csv":
+            return Response(
+                csv_text(row for rule in doc["rules"] for row in rule["rows"]),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": 'attachment; filename="rfm-uplift.csv"'},
+            )
+        return Json({"currency": settings.store.currency, **doc})
+
     async def dashboard(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
@@ -249,6 +275,8 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Route("/api/live", live),
         Route("/api/deliveries", deliveries),
         Route("/api/campaigns", campaign_variants),
+        Route("/api/uplift", uplift),
+        Route("/api/uplift.csv", uplift),
         Route("/", dashboard),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
