@@ -29,6 +29,7 @@ from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
 from stream.schemes import load_scheme
 from stream.store.keys import Keys
+from tests import cdnow
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.oracle import recompute
@@ -48,33 +49,11 @@ DATA = Path(lifetimes_data.__file__).parent
 DAY = 86_400_000
 CALIBRATION_END = int(datetime(1997, 9, 30, tzinfo=UTC).timestamp() * 1000)
 PUBLISHED = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
-CONFIG = """
-[store]
-currency = "USD"
-[scoring]
-clock = "event"
-window_days = 0
-refresh_interval = "1h"
-[prediction]
-fit_interval = "{interval}"
-churn_threshold = {threshold}
-"""
+CONFIG = cdnow.CONFIG
 
 
 def calibration_orders() -> list[dict[str, Any]]:
-    t = pd.read_csv(
-        DATA / "CDNOW_sample.txt",
-        sep=r"\s+",
-        header=None,
-        names=["master_id", "id", "date", "cds", "value"],
-        dtype={"id": str, "date": str, "value": str},
-    )
-    out = []
-    for n, row in enumerate(t.itertuples()):
-        at = int(datetime.strptime(row.date, "%Y%m%d").replace(tzinfo=UTC).timestamp() * 1000)
-        if at <= CALIBRATION_END:
-            out.append(order(f"cd{n}", str(int(row.id)), at, row.value))
-    return out
+    return cdnow.order_events(until=CALIBRATION_END)
 
 
 def order(oid: str, cid: str, at: int, amount: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from consumers.api.variants import variants_doc
 from consumers.campaigns.ledger import CampaignKeys
 from consumers.campaigns.uplift import csv_text, uplift_doc
 from consumers.campaigns.uplift_ledger import measured_rules, read_rule
+from stream.clv import checks as clv_checks
 from stream.clv.prediction import prediction_doc
 from stream.config import ConfigError, Settings
 from stream.http_server import check_tls_files, exposure_problem, serve
@@ -146,6 +147,17 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
                 "model": None if fitted is None else fitted.describe(decimals),
                 **await not_updated(),
                 "history": earlier,
+            }
+        )
+
+    async def model_checks(_: Request) -> Response:
+        """The current model's checks (holdout, period transactions, matrices, drift),
+        stored in the same step as its parameters; ``null`` before the first fit."""
+        found = await store.model_checks()
+        return Json(
+            {
+                "checks": None if found is None else clv_checks.describe(*found),
+                **await not_updated(),
             }
         )
 
@@ -271,6 +283,7 @@ def create_app(settings: Settings, *, token: str | None, bind_host: str = "127.0
         Route("/api/customers/{customer_id:path}", customer),
         Route("/api/thresholds", thresholds),
         Route("/api/model", model),
+        Route("/api/model/checks", model_checks),
         Route("/api/export", export),
         Route("/api/live", live),
         Route("/api/deliveries", deliveries),

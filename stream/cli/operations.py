@@ -60,15 +60,27 @@ def refresh_cmd(timeout: float) -> None:
     default=None,
     help="Fit as of this time (RFC 3339 or epoch ms) instead of the scoring clock.",
 )
+@click.option(
+    "--holdout",
+    default=None,
+    help="Also check the model on a holdout: fit on all but this last stretch (e.g. 13w, "
+    "90d) and compare its expected repeat purchases there with the actual ones.",
+)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the lease.")
-def fit_cmd(as_of: str | None, timeout: float) -> None:
-    """Refit the CLV model (BG/NBD + Gamma-Gamma) now and publish it as a new version."""
+def fit_cmd(as_of: str | None, holdout: str | None, timeout: float) -> None:
+    """Refit the CLV model (BG/NBD + Gamma-Gamma) now and publish it as a new version,
+    with its checks (GET /api/model/checks)."""
     from stream.shell.refit import refit
 
     settings = settings_or_exit()
     at = None if as_of is None else _instant("--as-of", as_of)
+    holdout_ms = None if holdout is None else _holdout_ms(holdout)
     report = asyncio.run(
-        _under_lease(settings, lambda processor: refit(processor, as_of=at), timeout)
+        _under_lease(
+            settings,
+            lambda processor: refit(processor, as_of=at, holdout_ms=holdout_ms),
+            timeout,
+        )
     )
     model = report.model
     if model is None:
@@ -82,6 +94,45 @@ def fit_cmd(as_of: str | None, timeout: float) -> None:
         g = model.spend
         click.echo(f"Gamma-Gamma p={g.p:.4f} q={g.q:.4f} gamma={g.gamma:.4f}")
     click.echo(f"{report.changes} churn changes, {report.seconds:.2f}s")
+    found = report.checks
+    if found is None:
+        return
+    if found.drift.flagged:
+        moved = ", ".join(f"{k} {v:.0%}" for k, v in found.drift.moves.items())
+        click.echo(
+            f"drift: parameters moved more than {found.drift.share:.0%} from "
+            f"v{found.drift.previous_version} ({moved})"
+        )
+    if found.holdout_unavailable:
+        click.echo(f"holdout: not computed: {found.holdout_unavailable}")
+    h = found.holdout
+    if h is not None:
+        click.echo(
+            f"holdout {h.weeks:.1f} weeks: {h.customers} calibration customers "
+            f"({h.unsplit} without every order kept, left out); repeat purchases expected "
+            f"{h.expected_total:.0f}, actual {h.actual_total}"
+        )
+        for b in h.buckets:
+            click.echo(
+                f"  calibration {b.label:>3}: {b.customers:>7} customers, per customer "
+                f"expected {b.expected:.3f}, actual {b.actual:.3f}"
+            )
+
+
+def _holdout_ms(text: str) -> int:
+    from stream.config import ConfigError
+    from stream.config.checks import parse_duration
+
+    try:
+        seconds = parse_duration("--holdout", text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--holdout") from None
+    if seconds < 86_400:
+        raise click.BadParameter(
+            f"expected at least one day (purchases count by day), e.g. 13w or 90d, got {text!r}",
+            param_hint="--holdout",
+        )
+    return int(seconds * 1000)
 
 
 def _instant(option: str, text: str) -> int:

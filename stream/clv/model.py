@@ -103,6 +103,12 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> BgNbd:
     return BgNbd(float(r), float(alpha), float(a), float(b))
 
 
+def to_days(weeks: ArrayLike) -> NDArray[np.float64]:
+    """Times rounded to whole days for fitting only: identical rows then collapse into one
+    likelihood term, which keeps a large fit cheap."""
+    return np.asarray(np.round(np.asarray(weeks, dtype=np.float64) * 7.0) / 7.0)
+
+
 def fit_gamma_gamma(x: ArrayLike, zbar: ArrayLike) -> GammaGamma:
     """Spend parameters from repeat buyers with a positive mean repeat spend."""
     xs = np.asarray(x, dtype=np.float64)
@@ -164,6 +170,29 @@ def expected_purchases(
     hyp = special.hyp2f1(r + xs, b + xs, a + b + xs - 1, ts / (alpha + age + ts))
     body = (a + b + xs - 1) / (a - 1) * (1 - ((alpha + age) / (alpha + age + ts)) ** (r + xs) * hyp)
     return np.where(ts > 0, body / (1.0 + _odds_dropped(m, xs, t_x, age)), 0.0)
+
+
+def purchases_probability(m: BgNbd, t: ArrayLike, n: int) -> NDArray[np.float64]:
+    """P(X(t) = n): the chance of exactly ``n`` repeat purchases in ``t`` weeks from the first
+    one (Fader, Hardie and Lee 2005, eq. 8), evaluated in logs so large ``n`` stays finite."""
+    r, alpha, a, b = m.r, m.alpha, m.a, m.b
+    ts = np.asarray(t, dtype=np.float64)
+    log_stay = r * np.log(alpha / (alpha + ts))  # log (alpha / (alpha + t))^r
+    with np.errstate(divide="ignore"):
+        log_go = np.log(ts / (alpha + ts))  # -inf at t = 0, where only n = 0 is possible
+    beta_ab = special.betaln(a, b)
+
+    def nbd_term(j: int) -> NDArray[np.float64]:
+        """Gamma(r + j) / (Gamma(r) j!) (alpha / (alpha + t))^r (t / (alpha + t))^j."""
+        head = special.gammaln(r + j) - special.gammaln(r) - special.gammaln(j + 1)
+        return np.asarray(np.exp(head + log_stay + (j * log_go if j else 0.0)))
+
+    alive = np.exp(special.betaln(a, b + n) - beta_ab) * nbd_term(n)
+    if n == 0:
+        return np.asarray(alive)
+    below = sum((nbd_term(j) for j in range(n)), np.zeros_like(ts))
+    dropped = np.exp(special.betaln(a + 1, b + n - 1) - beta_ab) * np.maximum(1.0 - below, 0.0)
+    return np.asarray(alive + dropped)
 
 
 def expected_spend(g: GammaGamma, x: ArrayLike, zbar: ArrayLike) -> NDArray[np.float64]:

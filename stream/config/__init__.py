@@ -127,6 +127,7 @@ class PredictionSettings:
     discount_rate: float = 0.01  # per month
     churn_threshold: float = 0.0  # P(alive) at or below it -> churn_risk event; 0 = off
     min_repeat_buyers: int = 20  # fewer cannot identify the model: do not publish one
+    drift_share: float = 0.25  # a refit moving a parameter by more (relative) is flagged
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _prediction(raw: dict[str, Any]) -> PredictionSettings:
             "discount_rate",
             "churn_threshold",
             "min_repeat_buyers",
+            "drift_share",
         ),
     )
     d = PredictionSettings()
@@ -291,7 +293,17 @@ def _prediction(raw: dict[str, Any]) -> PredictionSettings:
             3,
             10_000_000,
         ),
+        drift_share=_share("prediction.drift_share", t.get("drift_share", d.drift_share)),
     )
+
+
+def _share(name: str, value: Any) -> float:
+    """A relative change: 0.25 = a quarter of the previous value; above 0, at most 100."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}: expected a number such as 0.25, got {value!r}")
+    if not 0 < value <= 100:
+        raise ConfigError(f"{name}: expected 0 < value <= 100 (0.25 = 25%), got {value}")
+    return float(value)
 
 
 def _weights(raw: Any) -> dict[str, int]:

@@ -19,13 +19,14 @@ def fail(setting: str, problem: str) -> ConfigError:
     return ConfigError(f"{setting}: {problem}")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _MAX_DURATION_S = 10 * 366 * 86400.0
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 def parse_duration(name: str, value: Any) -> float:
-    """Seconds from ``"60s"``, ``"5m"``, ``"30d"``, ``"250ms"`` or a bare number of seconds."""
+    """Seconds from ``"60s"``, ``"5m"``, ``"30d"``, ``"13w"``, ``"250ms"`` or a bare number
+    of seconds."""
     if isinstance(value, bool):
         raise ConfigError(f"{name}: expected a duration like '60s', got {value!r}")
     if isinstance(value, int | float):

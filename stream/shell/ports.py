@@ -53,6 +53,10 @@ class Store(Protocol):
         """Every customer with only what a CLV fit reads."""
         ...
 
+    def customer_pages(self, page: int = 500) -> AsyncIterator[list[Customer]]:
+        """Every customer in full (order records too), a page at a time."""
+        ...
+
     # ---- indexes and the clock --------------------------------------------------------
 
     async def quantile_edges(
@@ -85,8 +89,11 @@ class Store(Protocol):
 
     async def model_version(self) -> int: ...
 
-    async def publish_model(self, token: str, read_version: int, model: Model) -> int:
-        """The new version, or -1 (lease lost) / -2 (a newer model exists)."""
+    async def publish_model(
+        self, token: str, read_version: int, model: Model, checks: bytes
+    ) -> int:
+        """The new version, or -1 (lease lost) / -2 (a newer model exists); the model's
+        checks are stored with it in the same step."""
         ...
 
     async def record_unfit(self, unfit: Unfit) -> None:

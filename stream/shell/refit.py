@@ -1,9 +1,12 @@
-"""Refit the CLV model from the stored aggregates and publish it as a new version.
+"""Refit the CLV model from the stored aggregates and publish it as a new version, with
+its checks (``stream.clv.checks``) in the same step.
 
 Runs under the refresh lease (one worker at a time, or ``rfm fit``). The fit reads one
 small HMGET per customer; nothing else is needed because the aggregates are the models'
-sufficient statistics. When churn events are on, every repeat buyer is then re-assessed
-against the new model, so each churn flag agrees with the model that is current.
+sufficient statistics. Only a holdout check (``rfm fit --holdout``) reads each customer's
+order records too: the aggregates cannot say which purchases came before the cutoff.
+When churn events are on, every repeat buyer is then re-assessed against the new model,
+so each churn flag agrees with the model that is current.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from stream.clv import checks
 from stream.clv import model as clv
 from stream.clv.prediction import Model, SegmentValue, Unfit, money, summary_of
+from stream.clv.split import CalibrationHoldout, Incomplete, split
 from stream.config import PredictionSettings
+from stream.core.customer import Customer
+from stream.shell.ports import Store
 from stream.shell.processor import Processor, wall_ms
 from stream.shell.refresh import LEASE_MS, LeaseBusy
 
@@ -33,6 +41,7 @@ class FitReport:
     rescored: int  # repeat buyers re-assessed for churn
     changes: int
     seconds: float
+    checks: checks.Checks | None = None  # published with the model
 
 
 def _fit(
@@ -42,13 +51,11 @@ def _fit(
     zbar: NDArray[np.float64],
     p: PredictionSettings,
 ) -> tuple[clv.BgNbd, clv.GammaGamma, NDArray[np.float64]]:
-    """Both fits and every buyer's CLV. Times are rounded to whole days for fitting only:
-    identical rows then collapse into one likelihood term, which keeps a large fit cheap.
+    """Both fits and every buyer's CLV (times rounded to whole days for fitting only).
 
     Raises ``FitError`` unless every buyer's prediction is a finite number: a model that
     cannot answer for somebody is not published at all, so the one before stays served."""
-    days = 7.0
-    purchases = clv.fit_bgnbd(x, np.round(t_x * days) / days, np.round(age * days) / days)
+    purchases = clv.fit_bgnbd(x, clv.to_days(t_x), clv.to_days(age))
     spend = clv.fit_gamma_gamma(x, zbar)
     clvs = clv.lifetime_value(
         purchases, spend, x, t_x, age, zbar, p.horizon_months, p.discount_rate
@@ -60,10 +67,78 @@ def _fit(
     return purchases, spend, clvs
 
 
+@dataclass
+class HoldoutRows:
+    """The calibration/holdout split of every buyer the fit reads (``--holdout``)."""
+
+    cutoff: int  # epoch ms
+    end: int
+    rows: list[CalibrationHoldout] = field(default_factory=list)
+    unsplit: int = 0  # buyers whose order records no longer cover their purchases
+
+    def add(self, customer: Customer) -> None:
+        assert customer.first_order_at is not None
+        try:
+            row = split(
+                (r.at for r in customer.orders.values()),
+                customer.purchase_days,
+                customer.first_order_at,
+                self.cutoff,
+                self.end,
+            )
+        except Incomplete:
+            self.unsplit += 1
+            return
+        if row is not None:
+            self.rows.append(row)
+
+
+def _checks(
+    purchases: clv.BgNbd,
+    spend: clv.GammaGamma,
+    summaries: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+    drift_share: float,
+    previous: Model | None,
+    holdout: HoldoutRows | None,
+) -> checks.Checks:
+    """The model checks of this fit; a holdout the calibration data cannot fit says why."""
+    found: checks.Holdout | None = None
+    unavailable: str | None = None
+    if holdout is not None:
+        try:
+            found = checks.holdout_check(holdout.rows, holdout.cutoff, holdout.end, holdout.unsplit)
+        except clv.FitError as exc:
+            unavailable = f"the calibration period cannot be fitted: {exc}"
+    before = (
+        None
+        if previous is None
+        else (previous.version, checks.parameters(previous.purchases, previous.spend))
+    )
+    return checks.compute(purchases, spend, summaries, drift_share, before, found, unavailable)
+
+
+async def _buyers(store: Store, *, full: bool) -> AsyncIterator[Customer]:
+    """What the fit reads of every customer: the aggregates, or (for a holdout split) the
+    whole record with its orders, one HGETALL each instead of one small HMGET."""
+    if not full:
+        async for customer in store.lifetimes():
+            yield customer
+        return
+    async for page in store.customer_pages():
+        for customer in page:
+            yield customer
+
+
 async def refit(
-    processor: Processor, *, as_of: int | None = None, lease_ms: int = LEASE_MS
+    processor: Processor,
+    *,
+    as_of: int | None = None,
+    lease_ms: int = LEASE_MS,
+    holdout_ms: int | None = None,
 ) -> FitReport:
-    """Fit BG/NBD + Gamma-Gamma at ``as_of`` (default: the scoring clock) and publish."""
+    """Fit BG/NBD + Gamma-Gamma at ``as_of`` (default: the scoring clock) and publish it
+    with its checks; ``holdout_ms`` adds the check of a fit on all but that last stretch
+    (this one reads every buyer's order records, not only its aggregates)."""
     store, settings = processor.store, processor.settings
     decimals = settings.store.currency_decimals
     started = time.perf_counter()
@@ -77,17 +152,21 @@ async def refit(
 
     try:
         read_version = await store.model_version()
+        previous = await store.model()
         now = as_of if as_of is not None else (await processor.context()).now
+        split_rows = None if holdout_ms is None else HoldoutRows(now - holdout_ms, now)
         ids: list[str] = []
         segments: list[str] = []
         rows: list[tuple[int, float, float, float]] = []
-        async for customer in store.lifetimes():
+        async for customer in _buyers(store, full=split_rows is not None):
             s = summary_of(customer, now, decimals)
             if s is None or customer.segment is None:
                 continue
             ids.append(customer.customer_id)
             segments.append(customer.segment)
             rows.append((s.x, s.t_x, s.T, s.zbar))
+            if split_rows is not None:
+                split_rows.add(customer)
             if len(ids) % 50_000 == 0:
                 await keep_lease()
         await store.mark_fitted(wall_ms())
@@ -117,6 +196,16 @@ async def refit(
         except clv.FitError as exc:
             return await not_updated(str(exc))
         await keep_lease()
+        found = await asyncio.to_thread(
+            _checks,
+            purchases,
+            spend,
+            (x, t_x, age),
+            settings.prediction.drift_share,
+            previous,
+            split_rows,
+        )
+        await keep_lease()
         totals: dict[str, tuple[int, Decimal]] = {}
         for seg, value in zip(segments, clvs.tolist(), strict=True):
             n, total = totals.get(seg, (0, Decimal(0)))
@@ -132,7 +221,7 @@ async def refit(
             spend=spend,
             segments=values,
         )
-        version = await store.publish_model(token, read_version, model)
+        version = await store.publish_model(token, read_version, model, found.doc())
         if version < 0:
             raise LeaseBusy("lost the refresh lease or a newer model exists")
         rescored = changes = 0
@@ -155,6 +244,6 @@ async def refit(
             changes,
             seconds,
         )
-        return FitReport(model, "", rescored, changes, seconds)
+        return FitReport(model, "", rescored, changes, seconds, found)
     finally:
         await store.release_lease(token)

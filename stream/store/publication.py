@@ -86,6 +86,11 @@ class Publication(StorePart):
         version, raw = await self.redis.hmget(self.keys.thresholds, ["mv", "model"])
         return Model.from_doc(int(version), raw) if version and raw else None
 
+    async def model_checks(self) -> tuple[int, bytes] | None:
+        """(model version, its checks as stored JSON); one HMGET, so both are of one fit."""
+        version, raw = await self.redis.hmget(self.keys.thresholds, ["mv", "checks"])
+        return (int(version), raw) if version and raw else None
+
     async def model_history(self, count: int = 50) -> list[Model]:
         """Published models, newest first (the parameters of each fit, for audit)."""
         out = []
@@ -97,12 +102,15 @@ class Publication(StorePart):
     async def model_version(self) -> int:
         return int(await self.redis.hget(self.keys.thresholds, "mv") or 0)
 
-    async def publish_model(self, token: str, read_version: int, model: Model) -> int:
-        """Returns the new version, or -1 (lease lost) / -2 (a newer model exists)."""
+    async def publish_model(
+        self, token: str, read_version: int, model: Model, checks: bytes
+    ) -> int:
+        """Returns the new version, or -1 (lease lost) / -2 (a newer model exists). The
+        model's checks (``stream.clv.checks``) are written in the same step."""
         version = int(
             await self.scripts.publish_model(
                 keys=[self.keys.thresholds, self.keys.lease, self.keys.model_history],
-                args=[token, read_version, model.doc()],
+                args=[token, read_version, model.doc(), checks],
             )
         )
         if version > 0:

@@ -25,6 +25,7 @@ from stream.clv.prediction import Model, predict, prediction_doc, summary_of
 from stream.config import PredictionSettings
 from stream.core.customer import Customer, apply_order
 from stream.core.events import OrderEvent
+from tests import cdnow
 
 DATA = Path(lifetimes_data.__file__).parent
 PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
@@ -46,15 +47,7 @@ def summary() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def transactions() -> pd.DataFrame:
     """The raw sample: one row per purchase (customer, date, CDs, dollars)."""
-    t = pd.read_csv(
-        DATA / "CDNOW_sample.txt",
-        sep=r"\s+",
-        header=None,
-        names=["master_id", "id", "date", "cds", "value"],
-        dtype={"date": str, "value": str},
-    )
-    t["day"] = pd.to_datetime(t["date"], format="%Y%m%d", utc=True)
-    return t
+    return cdnow.transactions()
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,15 @@
 publish_model.lua -- publish a newly fitted CLV model, fenced by the refresh lease.
 
 KEYS[1]  thresholds hash (fields: mv = model version, model = JSON of the fitted model,
-         unfit = why the last fit published nothing: cleared here)
+         checks = JSON of that fit's model checks, unfit = why the last fit published
+         nothing: cleared here)
 KEYS[2]  refresh lease (string holding the holder's token)
 KEYS[3]  model history (list, newest first: "<version> <JSON>", the last 50 kept for audit)
 ARGV[1]  lease token of the caller
 ARGV[2]  model version the caller read (the new one is ARGV[2] + 1)
 ARGV[3]  JSON document of the model
+ARGV[4]  JSON document of its checks (stream.clv.checks), written in the same step so a
+         reader never sees one fit's parameters with another fit's checks
 
 Returns  the new version; -1 lease lost; -2 another model was published meanwhile.
 
@@ -23,7 +26,7 @@ if v ~= tonumber(ARGV[2]) then
   return -2
 end
 v = v + 1
-redis.call('HSET', KEYS[1], 'mv', tostring(v), 'model', ARGV[3])
+redis.call('HSET', KEYS[1], 'mv', tostring(v), 'model', ARGV[3], 'checks', ARGV[4])
 redis.call('HDEL', KEYS[1], 'unfit')
 redis.call('LPUSH', KEYS[3], tostring(v) .. ' ' .. ARGV[3])
 redis.call('LTRIM', KEYS[3], 0, 49)
