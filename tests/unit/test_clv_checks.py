@@ -223,3 +223,23 @@ def test_drift_share_setting_is_validated_by_name(bad: object) -> None:
 def test_drift_share_setting_defaults_to_a_quarter() -> None:
     assert settings_from({}, {}).prediction.drift_share == 0.25
     assert settings_from({}, {"prediction": {"drift_share": 0.1}}).prediction.drift_share == 0.1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("2h", "at least one day"), ("13 weeks", "expected a duration"), ("-1d", "expected a")],
+)
+def test_fit_refuses_a_holdout_it_cannot_use_naming_the_option(value: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from stream.cli import main
+
+    done = CliRunner().invoke(main, ["fit", "--holdout", value], env={"RFM_CONFIG": ""})
+    assert done.exit_code == 2, done.output
+    assert "--holdout" in done.output and message in done.output
+
+
+def test_a_holdout_may_be_given_in_weeks() -> None:
+    from stream.config.checks import parse_duration
+
+    assert parse_duration("--holdout", "13w") == 13 * 7 * 86_400
