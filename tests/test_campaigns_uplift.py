@@ -79,29 +79,19 @@ def test_the_report_finds_a_known_uplift_and_none_in_an_a_a_split(
     settings, topics = prepare(isolated)
     worker = start_worker(isolated.config_file(FIXED))
     rules = isolated.tmp / "rules.toml"
+    rule = """
+[[rule]]
+id = "{id}"
+trigger = "segment_change"
+from = ""
+holdout = {share}
+uplift_window = "1h"
+webhook = {{ url = "{url}" }}
+"""
     rules.write_text(
-        f"""
-[webhook]
-secret = "s"
-retries = 1
-backoff = "50ms"
-
-[[rule]]
-id = "coupon"
-trigger = "segment_change"
-from = ""
-holdout = {HOLDOUT}
-uplift_window = "1h"
-webhook = {{ url = "{receiver.url("/coupon")}" }}
-
-[[rule]]
-id = "aa"
-trigger = "segment_change"
-from = ""
-holdout = {HOLDOUT}
-uplift_window = "1h"
-webhook = {{ url = "{receiver.url("/nothing")}" }}
-""",
+        '[webhook]\nsecret = "s"\nretries = 1\nbackoff = "50ms"\n'
+        + rule.format(id="coupon", share=HOLDOUT, url=receiver.url("/coupon"))
+        + rule.format(id="aa", share=HOLDOUT, url=receiver.url("/nothing")),  # the A/A test
         encoding="utf-8",
     )
     proc = start_campaigns(rules)
