@@ -49,7 +49,7 @@ async def consume(settings: Settings, stop: asyncio.Event) -> None:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=IDLE_WAIT_MS, max_records=BATCH_MAX)
                 records = [
-                    Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, m.timestamp)
                     for tp, messages in batch.items()
                     for m in messages
                 ]

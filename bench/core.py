@@ -128,7 +128,7 @@ class Workbench:
             event = parse_order(record.value, self.settings.store, self.now)
             assert isinstance(event, OrderEvent)
             loaded = loaded_from_reply(cid, [], [None], [event.event_id], self.now)
-            commit = fold(loaded, [(record, event)], self.before, 0).commit
+            commit = fold(loaded, [(record, event)], self.before).commit
             assert commit is not None
             doc = commit_doc(commit)
             commit_record(doc)

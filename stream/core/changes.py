@@ -61,10 +61,16 @@ class SegmentChange:
     cause: str
     thresholds_version: int
     scheme: str
-    at: int  # wall clock, epoch ms
+    # an input event's change: that record's Kafka timestamp, which a replay reads again;
+    # otherwise the wall clock of the run that made it. Epoch ms.
+    at: int
     # cause "churn_risk" only: {"at_risk", "p_alive", "threshold", "model_version"}; the
     # segment stays the same (from == to), so automation can act before the customer is lost
     churn: dict[str, object] | None
+    # the input event that moved it (order, refund, interaction, erasure), else None
+    trigger_event_id: str | None
+    # the scores before this change; None on a first assignment (``from_segment`` None)
+    scores_before: dict[str, int | None] | None
 
     def __init__(
         self,
@@ -79,6 +85,8 @@ class SegmentChange:
         scheme: str,
         at: int,
         churn: dict[str, object] | None = None,
+        trigger_event_id: str | None = None,
+        scores_before: dict[str, int | None] | None = None,
     ) -> None:
         # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "customer_id", customer_id)
@@ -92,6 +100,8 @@ class SegmentChange:
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "at", at)
         object.__setattr__(self, "churn", churn)
+        object.__setattr__(self, "trigger_event_id", trigger_event_id)
+        object.__setattr__(self, "scores_before", scores_before)
 
     @property
     def event_id(self) -> str:
@@ -110,6 +120,8 @@ class SegmentChange:
             "thresholds_version": self.thresholds_version,
             "scheme": self.scheme,
             "at": iso_ms(self.at),
+            "trigger_event_id": self.trigger_event_id,
+            "scores_before": self.scores_before,
             **({} if self.churn is None else {"churn": self.churn}),
         }
 

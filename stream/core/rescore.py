@@ -25,6 +25,17 @@ class ScoringContext:
     wall: int  # wall clock for the change's ``at``
     model: Model | None = None  # the current CLV model, when churn events are on
 
+    def at_clock(self, now: int) -> ScoringContext:
+        """The same context with the scoring clock at ``now`` (an event moved it)."""
+        return ScoringContext(
+            settings=self.settings,
+            thresholds=self.thresholds,
+            scheme=self.scheme,
+            now=now,
+            wall=self.wall,
+            model=self.model,
+        )
+
     @property
     def churn_on(self) -> bool:
         return self.model is not None and self.settings.prediction.churn_threshold > 0
@@ -69,13 +80,20 @@ def metrics_dict(m: Metrics, decimals: int) -> dict[str, object]:
 
 
 def rescore(
-    customer: Customer, ctx: ScoringContext, cause: str, m: Metrics | None = None
+    customer: Customer,
+    ctx: ScoringContext,
+    cause: str,
+    m: Metrics | None = None,
+    at: int | None = None,
+    trigger: str | None = None,
 ) -> SegmentChange | None:
     """Update the customer's scores and segment; return the change event if it moved.
-    ``m``: the customer's metrics at ``ctx.now`` when the caller has them already."""
+    ``m``: the customer's metrics at ``ctx.now`` when the caller has them already; ``at``:
+    the change's time (default the wall clock); ``trigger``: the input event that moved it."""
     if m is None:
         m = metrics(customer, ctx.window_ms, ctx.now)
     scores = scores_for(m, ctx)
+    before = customer.scores
     customer.scores = scores
     if not customer.exists:
         return None
@@ -102,7 +120,9 @@ def rescore(
         cause=cause,
         thresholds_version=ctx.thresholds.version,
         scheme=ctx.scheme.id,
-        at=ctx.wall,
+        at=ctx.wall if at is None else at,
+        trigger_event_id=trigger,
+        scores_before=None if customer.segment is None else before.as_dict(),
     )
     customer.seq += 1
     customer.segment = rule.id
@@ -140,6 +160,7 @@ def assess_churn(
         thresholds_version=ctx.thresholds.version,
         scheme=ctx.scheme.id,
         at=ctx.wall,
+        scores_before=customer.scores.as_dict(),  # the flag moved, not the scores
         churn={
             "at_risk": at_risk,
             "p_alive": round(alive, 6),

@@ -17,13 +17,14 @@ from stream.core.changes import SegmentChange
 from stream.core.customer import (
     Customer,
     Duplicate,
+    Metrics,
     apply_interaction,
     apply_order,
     expire,
     metrics,
     next_due,
 )
-from stream.core.events import Event, InteractionEvent, OrderEvent, Rejected
+from stream.core.events import ErasureEvent, Event, OrderEvent, Rejected
 from stream.core.rescore import ScoringContext, assess_churn, rescore
 from stream.core.scoring import next_recency_move
 from stream.store.commits import Commit, Loaded, Standing
@@ -38,6 +39,10 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    # the record's Kafka timestamp, epoch ms: kept in the log, so a replay reads the same
+    # value, and the ``at`` of the change it causes. None (a record made in process, or
+    # a broker that gave none): the batch's wall clock stands in.
+    timestamp: int | None
 
     def __init__(
         self,
@@ -46,6 +51,7 @@ class Record:
         offset: int,
         key: bytes | None,
         value: bytes,
+        timestamp: int | None = None,
     ) -> None:
         # written out for mypyc (see stream.core.customer); frozen: hence object.__setattr__
         object.__setattr__(self, "topic", topic)
@@ -53,6 +59,7 @@ class Record:
         object.__setattr__(self, "offset", offset)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "value", value)
+        object.__setattr__(self, "timestamp", timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,116 +118,176 @@ def commit_for(
     loaded: Loaded,
     ctx: ScoringContext,
     cause: str,
-    clock: int | None = None,
     erase: bool = False,
-    forget: bool = False,
 ) -> Commit:
     """The customer as it now stands, scored against ``ctx``: its commit."""
     c = loaded.customer
+    if erase:
+        changes = [] if c.segment is None else [erasure_change(c, ctx, ctx.wall)]
+        return _erased(loaded, ctx, c.segment, changes, None)
+    expire(c, ctx.settings.window_ms, ctx.now)
+    m = metrics(c, ctx.settings.window_ms, ctx.now)
     seg_before = c.segment
+    change = rescore(c, ctx, cause, m)
+    return _settled(loaded, ctx, m, seg_before, [] if change is None else [change], None, False)
+
+
+def erasure_change(c: Customer, ctx: ScoringContext, at: int) -> SegmentChange:
+    """The change an erasure makes to a customer that has a segment: it leaves it."""
+    return SegmentChange(
+        customer_id=c.customer_id,
+        seq=c.seq + 1,
+        from_segment=c.segment,
+        to_segment=None,
+        scores={"r": None, "f": None, "m": None, "i": None},
+        metrics={},
+        cause="erasure",
+        thresholds_version=ctx.thresholds.version,
+        scheme=ctx.scheme.id,
+        at=at,
+        scores_before=c.scores.as_dict(),
+    )
+
+
+def _erased(
+    loaded: Loaded,
+    ctx: ScoringContext,
+    seg_before: str | None,
+    changes: list[SegmentChange],
+    clock: int | None,
+) -> Commit:
+    """The commit that deletes the customer (``seg_before``: its stored segment) and
+    publishes ``changes``."""
+    return Commit(
+        customer=loaded.customer,
+        before=loaded.before,
+        segment_before=seg_before,
+        thresholds_version=ctx.thresholds.version,
+        index={},
+        due=None,
+        changes=changes,
+        clock=clock,
+        erase=True,
+        check_thresholds=ctx.settings.scoring.mode == "quantile",
+        model_version=fenced_model_version(ctx),
+    )
+
+
+def _settled(
+    loaded: Loaded,
+    ctx: ScoringContext,
+    m: Metrics,
+    seg_before: str | None,
+    changes: list[SegmentChange],
+    clock: int | None,
+    forget: bool,
+) -> Commit:
+    """The commit of a customer already scored (``m``: its metrics at ``ctx.now``): its
+    index entries, churn flag and when the clock next matters to it."""
+    c = loaded.customer
     settings = ctx.settings
     window = settings.window_ms
-    change: SegmentChange | None
-    churn: SegmentChange | None = None
-    if erase:
-        change = None
-        if seg_before is not None:
-            change = SegmentChange(
-                customer_id=c.customer_id,
-                seq=c.seq + 1,
-                from_segment=seg_before,
-                to_segment=None,
-                scores={"r": None, "f": None, "m": None, "i": None},
-                metrics={},
-                cause="erasure",
-                thresholds_version=ctx.thresholds.version,
-                scheme=ctx.scheme.id,
-                at=ctx.wall,
-            )
-        index: dict[str, int | None] = {}
-        due = None
-    else:
-        expire(c, window, ctx.now)
-        m = metrics(c, window, ctx.now)
-        change = rescore(c, ctx, cause, m)
-        c.tally = (m.orders, m.monetary)
-        index = {
-            "r": m.last_order_at,
-            "f": m.orders if c.has_orders else None,
-            "m": m.monetary if c.has_orders else None,
-            "i": m.interactions if c.has_interactions else None,
-        }
-        churn, at_risk_from = assess_churn(c, ctx)
-        dues = [next_due(c, window), at_risk_from]
-        if settings.scoring.mode == "fixed" and c.last_order_at is not None:
-            dues.append(next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r")))
-        if c.new_events:
-            expires = ctx.wall + settings.store.dedupe_window_ms
-            for event_id in c.new_events:
-                c.marks[event_id] = expires
-        if c.marks and settings.scoring.clock == "wall":
-            # the clock sweep then drops the marks of a customer who went quiet; due times
-            # run on the event clock otherwise, and marks on the wall's
-            dues.append(min(c.marks.values()))
-        due = min((d for d in dues if d is not None), default=None)
+    c.tally = (m.orders, m.monetary)
+    index: dict[str, int | None] = {
+        "r": m.last_order_at,
+        "f": m.orders if c.has_orders else None,
+        "m": m.monetary if c.has_orders else None,
+        "i": m.interactions if c.has_interactions else None,
+    }
+    churn, at_risk_from = assess_churn(c, ctx)
+    if churn is not None:
+        changes.append(churn)
+    dues = [next_due(c, window), at_risk_from]
+    if settings.scoring.mode == "fixed" and c.last_order_at is not None:
+        dues.append(next_recency_move(c.last_order_at, ctx.now, ctx.thresholds.for_dim("r")))
+    if c.new_events:
+        expires = ctx.wall + settings.store.dedupe_window_ms
+        for event_id in c.new_events:
+            c.marks[event_id] = expires
+    if c.marks and settings.scoring.clock == "wall":
+        # the clock sweep then drops the marks of a customer who went quiet; due times
+        # run on the event clock otherwise, and marks on the wall's
+        dues.append(min(c.marks.values()))
     return Commit(
         customer=c,
         before=loaded.before,
         segment_before=seg_before,
         thresholds_version=ctx.thresholds.version,
         index=index,
-        due=due,
-        changes=[ch for ch in (change, churn) if ch is not None],
+        due=min((d for d in dues if d is not None), default=None),
+        changes=changes,
         clock=clock,
-        erase=erase,
         forget=forget,
         check_thresholds=settings.scoring.mode == "quantile",
         model_version=fenced_model_version(ctx),
     )
 
 
-def fold(
-    loaded: Loaded,
-    items: list[tuple[Record, Event]],
-    ctx: ScoringContext,
-    batch_clock: int,
-) -> StepResult:
+def fold(loaded: Loaded, items: list[tuple[Record, Event]], ctx: ScoringContext) -> StepResult:
     """Apply a customer's events of one batch in order; a duplicate or a rejected event
-    changes nothing and the rest still apply."""
+    changes nothing and the rest still apply.
+
+    Each accepted event is scored as it lands, so the changes (one per event that moves
+    the customer, ``at`` its record's timestamp) are those that one event per batch would
+    give: a replay that groups the events otherwise re-derives the same bytes. On the
+    event clock an event is scored at the highest ``occurred_at`` applied so far, its own
+    included (the store's clock when the batch began, then the customer's events)."""
     out = StepResult()
     c = loaded.customer
-    settings = ctx.settings
-    window = settings.window_ms
-    cause = None
+    seg_before = c.segment
+    window = ctx.settings.window_ms
+    on_event_clock = ctx.settings.scoring.clock == "event"
+    changes: list[SegmentChange] = []
+    m: Metrics | None = None
+    clock: int | None = None  # the highest occurred_at accepted here (event clock only)
+    expired_at: int | None = None  # the clock ``c`` was last expired at here
     erased = False
     for record, event in items:
+        at = ctx.wall if record.timestamp is None else record.timestamp
+        if isinstance(event, ErasureEvent):
+            out.accepted += 1
+            erased = True
+            if c.segment is not None:
+                changes.append(erasure_change(c, ctx, at))
+            # as the store leaves an erased customer: nothing of it, its numbering anew
+            c = Customer(customer_id=c.customer_id, version=c.version)
+            loaded = Loaded(c, loaded.before)
+            m = expired_at = None
+            continue
+        now = ctx.now
+        if on_event_clock and event.occurred_at > now:
+            now = event.occurred_at
         try:
             if isinstance(event, OrderEvent):
-                apply_order(c, event, window, ctx.now)
+                apply_order(c, event, window, now)
                 cause = "refund" if event.refund else "order"
-            elif isinstance(event, InteractionEvent):
-                weight = settings.interaction_weights[event.kind]
-                apply_interaction(c, event, weight, window, ctx.now)
-                cause = "interaction"
             else:
-                cause = "erasure"
-                erased = True
-                c = Customer(
-                    customer_id=c.customer_id, segment=c.segment, seq=c.seq, version=c.version
-                )
-                loaded = Loaded(c, loaded.before)
-            out.accepted += 1
+                weight = ctx.settings.interaction_weights[event.kind]
+                apply_interaction(c, event, weight, window, now)
+                cause = "interaction"
         except Duplicate:
             out.duplicates += 1
+            continue
         except Rejected as exc:
             out.dead.append(DeadLetter(record, str(exc)))
-    if cause is None:
+            continue
+        out.accepted += 1
+        if now != ctx.now:
+            ctx = ctx.at_clock(now)
+            clock = now
+        if expired_at != now:  # as the commit of a batch that ended here would
+            expire(c, window, now)
+            expired_at = now
+        m = metrics(c, window, now)
+        change = rescore(c, ctx, cause, m, at, event.event_id)
+        if change is not None:
+            changes.append(change)
+    if not out.accepted:
         return out
-    clock = batch_clock if settings.scoring.clock == "event" else None
-    if cause == "erasure" and not c.exists:
-        out.commit = commit_for(loaded, ctx, cause, clock, erase=True)
+    if m is None:  # erased, and nothing since
+        out.commit = _erased(loaded, ctx, seg_before, changes, clock)
     else:
-        out.commit = commit_for(loaded, ctx, cause, clock, forget=erased)
+        out.commit = _settled(loaded, ctx, m, seg_before, changes, clock, erased)
     out.commit.accepted = out.accepted
     return out
 

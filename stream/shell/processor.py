@@ -149,10 +149,11 @@ class Processor:
             self._model_loaded = True
         return self._model
 
-    async def context(self, batch_clock: int = 0, reload: bool = False) -> ScoringContext:
+    async def context(self, reload: bool = False) -> ScoringContext:
+        """On the event clock ``now`` is the store's; each event then moves it (``fold``)."""
         wall = wall_ms()
         if self.settings.scoring.clock == "event":
-            now = max(batch_clock, await self.store.event_clock())
+            now = await self.store.event_clock()
         else:
             now = wall
         return ScoringContext(
@@ -172,7 +173,6 @@ class Processor:
         wall = wall_ms()
         dead: list[DeadLetter] = []
         pending: dict[str, list[tuple[Record, Event]]] = {}
-        batch_clock = 0
         for record in records:
             parse = self._parsers.get(record.topic)
             if parse is None:
@@ -192,8 +192,6 @@ class Processor:
                 )
                 continue
             pending.setdefault(event.customer_id, []).append((record, event))
-            if not isinstance(event, ErasureEvent):
-                batch_clock = max(batch_clock, event.occurred_at)
         stats.rejected += len(dead)
 
         changes: list[tuple[str, bytes, bytes]] = []
@@ -201,11 +199,11 @@ class Processor:
         for _attempt in range(MAX_ATTEMPTS):
             if not pending:
                 break
-            ctx = await self.context(batch_clock, reload)
+            ctx = await self.context(reload)
             attempted = await self._pipeline(
                 list(pending),
                 partial(self._load_for, pending),
-                partial(self._fold_one, pending, ctx, batch_clock),
+                partial(self._fold_one, pending, ctx),
             )
             retry: set[str] = set()
             reload = False
@@ -286,11 +284,10 @@ class Processor:
     def _fold_one(
         pending: dict[str, list[tuple[Record, Event]]],
         ctx: ScoringContext,
-        batch_clock: int,
         cid: str,
         loaded: Loaded,
     ) -> StepResult:
-        return fold(loaded, pending[cid], ctx, batch_clock)
+        return fold(loaded, pending[cid], ctx)
 
     # ---- re-scoring without input (refresh, clock) -------------------------------------
 

@@ -327,8 +327,17 @@ def _tp(message: Any) -> tuple[str, int]:
 
 def _records(events: list[Any]) -> list[Record]:
     return [
-        Record(m.topic, m.partition, m.offset, m.key, m.value) for m in (e.message for e in events)
+        Record(m.topic, m.partition, m.offset, m.key, m.value, timestamp_ms(m.timestamp))
+        for m in (e.message for e in events)
     ]
+
+
+def timestamp_ms(seconds: float | None) -> int | None:
+    """A Faust message's timestamp (seconds, a float made from Kafka's integer ms) as the
+    integer ms it came from; None when the broker gave none."""
+    if seconds is None or seconds < 0:
+        return None
+    return round(seconds * 1000)
 
 
 def build_app(settings: Settings) -> faust.App:

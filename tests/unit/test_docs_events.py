@@ -540,7 +540,7 @@ def test_the_change_events_the_core_writes_are_valid(
     bodies: list[bytes] = []
     for record in records:
         event = PARSERS[record.topic](record.value, STORE, NOW)
-        out = fold(loaded, [(record, event)], ctx, NOW)
+        out = fold(loaded, [(record, event)], ctx)
         assert all(schema_accepts("dlq_record", dead.encode()) for dead in out.dead)
         if out.commit is not None:
             bodies += out.commit.bodies
