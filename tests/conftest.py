@@ -95,8 +95,8 @@ def _local_stack() -> Iterator[Infra]:
             stack.down(echo=echo)
 
 
-@pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
+@contextlib.contextmanager
+def _resolved() -> Iterator[Infra]:
     bootstrap, redis_url = os.environ.get("RFM_KAFKA_BOOTSTRAP"), os.environ.get("RFM_REDIS_URL")
     if bootstrap and redis_url:
         yield Infra(bootstrap, redis_url, "env")
@@ -106,6 +106,37 @@ def infra() -> Iterator[Infra]:
     else:
         with _local_stack() as found:
             yield found
+
+
+_SHARED = pytest.StashKey[contextlib.ExitStack]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run over several processes (``-n 2``, pytest-xdist), the infrastructure is resolved
+    once, here in the controller before its workers start: they inherit its address through
+    the environment, and the controller stops what it started after the last of them ended.
+    Run in one process, the session fixture below resolves it as before."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.getoption("numprocesses", None) in (None, 0) or config.getoption("collectonly"):
+        return
+    held = contextlib.ExitStack()
+    found = held.enter_context(_resolved())
+    config.stash[_SHARED] = held
+    os.environ["RFM_KAFKA_BOOTSTRAP"] = found.bootstrap
+    os.environ["RFM_REDIS_URL"] = found.redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    held = config.stash.get(_SHARED, None)
+    if held is not None:
+        held.close()
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with _resolved() as found:
+        yield found
 
 
 @dataclass

@@ -51,7 +51,17 @@ TOPIC_OF = {
     "erasure": TOPICS.erasure,
 }
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-DROP = object()  # a field left out of a variant
+
+
+class _Drop:
+    """A field left out of a variant; its repr is stable, so test ids are the same in every
+    process (pytest-xdist compares the collections of its workers)."""
+
+    def __repr__(self) -> str:
+        return "<dropped>"
+
+
+DROP = _Drop()
 
 
 def decimal_json(text: str | bytes) -> Any:
