@@ -169,7 +169,7 @@ def _chain_holds(bodies: list[bytes]) -> None:
             seq, segment = 0, None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(), inputs(), st.data())
 def test_any_split_into_batches_gives_the_changes_of_one_event_per_batch(
     case: Case, records: list[Record], data: st.DataObject
