@@ -28,6 +28,7 @@ from stream.kafka.topics import Topics
 from stream.shell.processor import Processor
 from stream.shell.refresh import refresh
 from stream.shell.wiring import build_processor
+from stream.store.history import segment_history
 from stream.store.keys import DIMS
 from stream.store.redis_store import RedisStore, open_store
 from tests.conftest import Isolated
@@ -138,6 +139,8 @@ async def stored_state(store: RedisStore, ids: Sequence[str]) -> dict[str, Any]:
     for cid in ids:
         fields = await r.hgetall(k.customer(cid))
         out[cid] = {f.decode(): _without_wall_time(f, v).decode() for f, v in fields.items()}
+        kept = await r.lrange(k.history(cid), 0, -1)  # its segment history
+        out[f"history:{cid}"] = [{**h, "at": None} for h in segment_history(kept, {}, len(kept))]
     for d in DIMS:
         out[f"ix:{d}"] = await index_entries(store, d)
     out["due"] = {cid: await r.zscore(k.due_of(cid), cid) for cid in ids}

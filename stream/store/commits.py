@@ -25,6 +25,7 @@ from stream.store.codec import (
     rescored_fields,
     stored_index,
 )
+from stream.store.history import history_entry
 from stream.store.keys import DIMS
 
 # Records made per customer write their own ``__init__`` so that mypyc compiles it (see
@@ -184,6 +185,8 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         doc["seg"] = [c.segment_before or "", seg_after or ""]
     if c.changes:
         doc["out"] = c.bodies
+        if not c.erase:
+            doc["hist"] = [history_entry(ch) for ch in c.changes]
     if c.clock is not None:
         doc["clock"] = str(c.clock)
     if c.erase:
@@ -211,6 +214,7 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
     sets: list[str] = doc["set"]
     dels: list[str] = doc["del"]
     out: list[bytes] = doc.get("out") or []
+    hist: list[str] = doc.get("hist") or []
     agg: dict[str, str] = doc.get("agg") or {}
     grid: dict[str, str] = doc.get("grid") or {}
     ix: dict[str, Any] | None = doc.get("ix")
@@ -233,6 +237,7 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
         "" if seg is None else seg[1],
         doc.get("clock", ""),
         doc.get("acc", ""),
+        len(hist),
     ]
     if ix is not None:
         member = doc["id"].encode("utf-8", "surrogatepass")
@@ -249,6 +254,7 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
     record += sets
     record += dels
     record += out
+    record += hist
     for pair in agg.items():
         record += pair
     for pair in grid.items():

@@ -1,15 +1,19 @@
-"""A customer's segment history read back (stream.store.history): the change events the
-commit script pushed, with the older hash-field layout filling in seqs the list lacks."""
+"""A customer's segment history (stream.store.history): the line kept per change reads back
+as the change it was made from, and the older layouts (JSON list items, hash fields) fill in
+seqs the list lacks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.store.history import segment_history
+from stream.core.changes import CAUSES, SegmentChange
+from stream.store.history import history_entry, segment_history
 
 segments = st.sampled_from(["champions", "at_risk", "new_ready_to_repurchase", "lost"])
 scores = st.fixed_dictionaries(
@@ -44,8 +48,66 @@ def events(draw: st.DrawFn) -> list[dict[str, Any]]:
     return out
 
 
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+changes = st.builds(
+    SegmentChange,
+    customer_id=st.just("c"),
+    metrics=st.just({}),
+    scheme=st.just("rfm-classic"),
+    seq=st.integers(1, 10**9),
+    at=st.integers(0, 4_102_444_800_000),
+    from_segment=st.one_of(st.none(), segments),
+    to_segment=st.one_of(st.none(), segments),
+    cause=st.sampled_from(sorted(CAUSES)),
+    thresholds_version=st.integers(0, 10**6),
+    scores=scores,
+    scores_before=st.one_of(st.none(), scores),
+    trigger_event_id=st.one_of(
+        st.none(), st.text(max_size=40), st.text(st.sampled_from(" -:{}x1客😀"), max_size=12)
+    ),
+)
+
+
+@given(st.lists(changes, max_size=20), st.integers(1, 30))
+def test_each_line_reads_back_as_its_change_newest_first(
+    made: list[SegmentChange], keep: int
+) -> None:
+    made = [replace(ch, seq=n) for n, ch in enumerate(made, start=1)]
+    items = [history_entry(ch).encode() for ch in reversed(made)][:keep]  # LPUSH + LTRIM
+    assert segment_history(items, {b"sg": b"lost"}, keep) == [
+        {
+            "seq": ch.seq,
+            "at": rfc3339(ch.at),
+            "from": ch.from_segment,
+            "to": ch.to_segment,
+            "cause": ch.cause,
+            "trigger_event_id": ch.trigger_event_id,
+            "scores_before": ch.scores_before,
+            "scores": ch.scores,
+            "thresholds_version": ch.thresholds_version,
+        }
+        for ch in made[::-1][:keep]
+    ]
+
+
+def test_a_change_without_trigger_or_scores_before_records_them_as_none() -> None:
+    change = SegmentChange("c", 3, "a", "b", {"r": 1, "f": 2, "m": 3, "i": None}, {}, "clock", 4,
+                           "s", 1_765_000_000_000)  # fmt: skip
+    [entry] = segment_history([history_entry(change).encode()], {}, 5)
+    assert (entry["trigger_event_id"], entry["scores_before"]) == (None, None)
+    assert (entry["from"], entry["to"], entry["cause"], entry["thresholds_version"]) == (
+        "a",
+        "b",
+        "clock",
+        4,
+    )
+
+
 @given(events(), st.integers(1, 30))
-def test_the_newest_changes_come_back_newest_first_with_absent_fields_null(
+def test_json_items_come_back_newest_first_with_absent_fields_null(
     published: list[dict[str, Any]], keep: int
 ) -> None:
     items = [orjson.dumps(e) for e in reversed(published)][:keep]  # LPUSH + LTRIM

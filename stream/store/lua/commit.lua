@@ -23,8 +23,8 @@ KEYS[19..22] their bucket sizes (hash, bound -> members; the same bounds as the 
 then for the n-th customer of the batch (n = 0, 1, ...):
 KEYS[23+4n] its hash   KEYS[24+4n] its dedupe marks zset from before marks moved into
            the hash (member = event id, score = expiry; read by load.lua until it expires)
-KEYS[25+4n] its segment history (list, newest first: each change event as published,
-           at most ARGV[4] of them; deleted with the customer on erasure)
+KEYS[25+4n] its segment history (list, newest first: one line per change, see
+           stream/store/history.py; at most ARGV[4]; deleted with the customer on erasure)
 KEYS[26+4n] its due bucket (zset, member = customer id, score = when the clock alone
            next changes the customer)
 
@@ -34,21 +34,21 @@ ARGV[3]  "1" when KEYS[1] is a shard's mirror: a batch scored against a newer ve
          the mirror holds raises it (that version is published); "0" = exact match only
 ARGV[4]  how many changes a customer's segment history keeps (the oldest leave first)
 ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
-         documents was a quarter of this script's time). A record is 12 header values
+         documents was a quarter of this script's time). A record is 13 header values
            id, expected version (0 = absent), flags, #set, #del, #out, #agg, #grid,
-           segment before, segment after, event clock ms, events accepted
-         ("" = none), where flags holds "x" (index entries follow), "e" (erase the
-         customer), "f" (an erasure: drop its older marks zset), "s" (the segment moved);
+           segment before, segment after, event clock ms, events accepted ("" = none),
+           #hist
+         where flags holds "x" (index entries follow), "e" (erase the customer), "f" (an
+         erasure: drop its older marks zset), "s" (the segment moved);
          then, with "x", per dimension r f m i its old bound, new score and new bound
          ("" = no entry; the old bound comes from the hash's "x" field, which the same
          record rewrites) and its due score ("" removes the entry); without "x" they stay
          as stored: a re-score from the standing, whose metrics did not move;
          then the sections the header counts: HSET field/value pairs (dedupe marks among
          them, as "e:<event id>" -> expiry: no key and no commands of their own), HDEL
-         fields, change events to publish (in seq order; each also goes onto the
-         customer's segment history unless the record erases it), report deltas
-         ("<seg>|orders" ... , n) and R x F grid deltas (cell, n) as pairs. Numbers travel
-         as decimal strings.
+         fields, change events to publish, their segment history entries (in seq order;
+         pushed unless the record erases the customer), report deltas ("<seg>|orders" ...,
+         n) and R x F grid deltas (cell, n) as pairs. Numbers travel as decimal strings.
 
 Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or 0 (the
          customer changed since it was read: recompute it); {0, "thresholds"} when a
@@ -58,12 +58,12 @@ Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or
          All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
 
 Invariant kept atomically: each applied customer's state, segment history (its newest
-ARGV[4] changes since the list began, each the very event its outbox entry holds), dedupe
-marks, index entries (with at most one due entry, in its bucket, and that bucket's head no
-later than it; each score index entry in the one bucket its bound falls in, every bucket
-non-empty, under 128 members, listed in its directory and counted in its sizes hash, every
-bound but the first its first member's entry) and outbox entries move together with the
-live counts, counters and operator aggregates (report, grid, transitions), so counts
+ARGV[4] changes since the list began, each entered with the event its outbox entry holds),
+dedupe marks, index entries (with at most one due entry, in its bucket, and that bucket's
+head no later than it; each score index entry in the one bucket its bound falls in, every
+bucket non-empty, under 128 members, listed in its directory and counted in its sizes hash,
+every bound but the first its first member's entry) and outbox entries move together with
+the live counts, counters and operator aggregates (report, grid, transitions), so counts
 always equal the customers per stored segment, no change can be lost between state and
 publish, and a history never shows a change that was not published. A customer whose
 version moved is skipped whole; the aggregates sum only what was applied.
@@ -179,11 +179,11 @@ while p <= #ARGV do
   local nset, ndel, nout = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
   local nagg, ngrid = tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
   local seg_from, seg_to = ARGV[p + 8], ARGV[p + 9]
-  local at, acc = ARGV[p + 10], ARGV[p + 11]
+  local at, acc, nhist = ARGV[p + 10], ARGV[p + 11], tonumber(ARGV[p + 12])
   local indexed = string.find(flags, 'x', 1, true)
-  local ix = p + 12 -- (old bound, score, new bound) per dimension, then due, when indexed
+  local ix = p + 13 -- (old bound, score, new bound) per dimension, then due, when indexed
   local q = indexed and ix + 3 * DIMS + 1 or ix -- the first section
-  local next_record = q + nset + ndel + nout + nagg + ngrid
+  local next_record = q + nset + ndel + nout + nhist + nagg + ngrid
   local current = tonumber(redis.call('HGET', hash, 'v') or '0')
   if current ~= tonumber(ARGV[p + 1]) then
     results[n] = 0
@@ -242,14 +242,13 @@ while p <= #ARGV do
       outbox[#outbox + 1] = 'e' .. k
       outbox[#outbox + 1] = ARGV[i]
     end
-    if nout > 0 and not erased then
-      -- the change events as they are: no encoding here, and a history entry is exactly
-      -- what subscribers were sent
-      if redis.call('LPUSH', history, unpack(ARGV, q, q + nout - 1)) > keep then
+    q = q + nout
+    if nhist > 0 and not erased then
+      if redis.call('LPUSH', history, unpack(ARGV, q, q + nhist - 1)) > keep then
         redis.call('LTRIM', history, 0, keep - 1)
       end
     end
-    q = q + nout
+    q = q + nhist
     if nout > 0 then
       changes = changes + nout
       if moved then add(moves, seg_from .. '>' .. seg_to, 1) end
