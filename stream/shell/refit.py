@@ -12,6 +12,7 @@ so each churn flag agrees with the model that is current.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -224,6 +225,7 @@ async def refit(
         version = await store.publish_model(token, read_version, model, found.doc())
         if version < 0:
             raise LeaseBusy("lost the refresh lease or a newer model exists")
+        model = dataclasses.replace(model, version=version)  # above a fence a rollback left
         rescored = changes = 0
         if settings.prediction.churn_threshold > 0:
             # only repeat buyers can be (or have been) at risk: BG/NBD keeps x = 0 alive

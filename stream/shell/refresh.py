@@ -4,6 +4,9 @@ A refresh reads B-1 ranks per dimension, publishes a new version under a lease, 
 re-scores only the customers whose value lies between an old and a new edge. Because a
 crash can interrupt that re-score, the edges every customer is known to be settled
 against ("base") are kept too, and the next refresh re-scores the union of both ranges.
+A publication Redis lost with its tail after a worker committed against it is redone from
+the start: nothing is settled any more (base version -1) until a refresh has published
+again above that worker's fence and re-scored every customer.
 """
 
 from __future__ import annotations
@@ -47,10 +50,21 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
         raise LeaseBusy("another process is refreshing thresholds")
     try:
         await _drain_older_indexes(processor, token, lease_ms)
+        # A version Redis lost with its tail, yet committed against since (see
+        # Publication.lost_publication): nobody can tell which customers hold its scores.
+        lost_edges, lost_model = await store.lost_publication()
+        if lost_edges or lost_model:
+            if lost_model and await store.model() is None:
+                # every commit would be refused: a fit must publish one above the fence first
+                raise LeaseBusy("a CLV model was lost after use and none is stored")
+            if await store.unsettle_thresholds(token) < 0:  # until one completes: everyone
+                raise LeaseBusy("lost the refresh lease or a newer version exists")
+            if lost_model and await store.republish_model(token) < 0:
+                raise LeaseBusy("lost the refresh lease or a newer model exists")
         current, base = await store.thresholds()
         buckets = processor.settings.scoring.buckets
         edges, population = await store.quantile_edges(buckets)
-        published = edges != dict(current.edges)
+        published = edges != dict(current.edges) or lost_edges
         target = current
         if published:
             target = Thresholds(
@@ -62,11 +76,14 @@ async def refresh(processor: Processor, *, lease_ms: int = LEASE_MS) -> RefreshR
             version = await store.publish_thresholds(token, current.version, target)
             if version < 0:
                 raise LeaseBusy("lost the refresh lease or a newer version exists")
+            target = dataclasses.replace(target, version=version)  # above a lost one's
         elif base.version == current.version:
             await store.mark_refreshed(wall_ms())
             return RefreshReport(current.version, 0, 0, time.perf_counter() - started, False)
         await store.raise_fences()  # again: a publisher may have died before raising them
         candidates: set[str] = set()
+        if base.version < 0:  # redone from the start: every customer
+            candidates = {cid async for cid in store.scan_customer_ids()}
         for dim in DIMS:
             for old in {base.for_dim(dim), current.for_dim(dim)}:
                 ranges = moved_ranges(old, target.for_dim(dim))

@@ -44,7 +44,8 @@ class Publication(StorePart):
     # ---- thresholds -----------------------------------------------------------------
 
     async def thresholds(self) -> tuple[Thresholds, Thresholds]:
-        """(current, base): base is the last version every customer is settled against."""
+        """(current, base): base is the last version every customer is settled against
+        (version -1: none, see ``unsettle_thresholds``)."""
         v, doc, base = await self.redis.hmget(self.keys.thresholds, ["v", "doc", "base"])
         version = int(v or 0)
         current = decode_thresholds(version, doc)
@@ -59,11 +60,13 @@ class Publication(StorePart):
         return int(await self.redis.hget(self.keys.thresholds, "v") or 0)
 
     async def publish_thresholds(self, token: str, read_version: int, t: Thresholds) -> int:
-        """Returns the new version, or -1 (lease lost) / -2 (a newer version exists)."""
+        """Returns the new version, or -1 (lease lost) / -2 (a newer version exists). The
+        new version is above every shard's fence (see ``lost_publication``)."""
+        floor, _ = await self.fenced_versions()
         version = int(
             await self.scripts.publish_thresholds(
                 keys=[self.keys.thresholds, self.keys.lease],
-                args=[token, read_version, "doc", encode_thresholds(t)],
+                args=[token, read_version, "doc", encode_thresholds(t), floor],
             )
         )
         if version > 0:
@@ -77,6 +80,17 @@ class Publication(StorePart):
             await self.scripts.publish_thresholds(
                 keys=[self.keys.thresholds, self.keys.lease],
                 args=[token, t.version, "base", orjson.dumps(doc)],
+            )
+        )
+
+    async def unsettle_thresholds(self, token: str) -> int:
+        """Record that no customer is known to be settled against any version (base version
+        -1): the refresh that finds it re-scores every customer, and so does the next one if
+        it dies first. Returns the current version, or -1 / -2 as ``settle_thresholds``."""
+        return int(
+            await self.scripts.publish_thresholds(
+                keys=[self.keys.thresholds, self.keys.lease],
+                args=[token, await self.thresholds_version(), "base", b'{"version":-1}'],
             )
         )
 
@@ -107,10 +121,26 @@ class Publication(StorePart):
     ) -> int:
         """Returns the new version, or -1 (lease lost) / -2 (a newer model exists). The
         model's checks (``stream.clv.checks``) are written in the same step."""
+        return await self._publish_model_doc(token, read_version, model.doc(), checks)
+
+    async def republish_model(self, token: str) -> int:
+        """The stored model and its checks published again as a new version, above every
+        fence (``lost_publication``): a worker caching the lost version is refused, and
+        re-scores meet one model under one number. Returns the version, 0 when no model is
+        stored (nothing to fence: a worker without a model does not check it), or -1/-2."""
+        mv, raw, checks = await self.redis.hmget(self.keys.thresholds, ["mv", "model", "checks"])
+        if not raw:
+            return 0
+        return await self._publish_model_doc(token, int(mv or 0), raw, checks or b"")
+
+    async def _publish_model_doc(
+        self, token: str, read_version: int, doc: bytes, checks: bytes
+    ) -> int:
+        _, floor = await self.fenced_versions()
         version = int(
             await self.scripts.publish_model(
                 keys=[self.keys.thresholds, self.keys.lease, self.keys.model_history],
-                args=[token, read_version, model.doc(), checks],
+                args=[token, read_version, doc, checks, floor],
             )
         )
         if version > 0:
@@ -142,6 +172,28 @@ class Publication(StorePart):
             self.scripts.raise_fence, [([self.keys.fence(s)], args) for s in self.keys.all_shards]
         )
 
+    async def fenced_versions(self) -> tuple[int, int]:
+        """The highest (thresholds, model) versions the shards' fences hold; (0, 0) unsharded,
+        where the fence is the thresholds hash itself."""
+        if not self.keys.sharded:
+            return 0, 0
+        pipe = self.redis.pipeline(transaction=False)
+        for s in self.keys.all_shards:
+            pipe.hmget(self.keys.fence(s), ["v", "mv"])
+        found = await pipe.execute()
+        return max(int(v or 0) for v, _ in found), max(int(mv or 0) for _, mv in found)
+
+    async def lost_publication(self) -> tuple[bool, bool]:
+        """Whether a shard's fence holds a thresholds (model) version above the published
+        one. Only a rollback does that: Redis lost a publication with its tail while a
+        worker that had read it ran on and committed against it (a commit raises its shard's
+        fence to its version). Those customers hold scores (churn flags) of a version nobody
+        can read any more, so the refresh (fit) must be done again, above that fence. The
+        fences are read first: a version they hold was published before the hash is read."""
+        fenced = await self.fenced_versions()
+        v, mv = await self.redis.hmget(self.keys.thresholds, ["v", "mv"])
+        return fenced[0] > int(v or 0), fenced[1] > int(mv or 0)
+
     async def acquire_lease(self, ttl_ms: int) -> str | None:
         token = secrets.token_hex(8)
         ok = await self.redis.set(self.keys.lease, token, nx=True, px=ttl_ms)
@@ -168,6 +220,10 @@ class Publication(StorePart):
         )
 
     async def refreshed_at(self) -> int:
+        """When thresholds were last refreshed; 0 (never) when a publication was lost
+        (``lost_publication``): the next periodic round's refresh redoes it at once."""
+        if any(await self.lost_publication()):
+            return 0
         return int(await self.redis.get(self.keys.refreshed_at) or 0)
 
     async def mark_refreshed(self, at_ms: int) -> None:
@@ -175,7 +231,11 @@ class Publication(StorePart):
 
     async def fitted_at(self, default: int) -> int:
         """When the CLV model was last fitted; records ``default`` if never (the fit clock
-        then starts now rather than fitting the moment a worker first starts)."""
+        then starts now rather than fitting the moment a worker first starts). 0 when a fit
+        was lost after commits against it (``lost_publication``): a fit is due now, and it
+        publishes above the fence that refuses every worker reading the older model."""
+        if (await self.lost_publication())[1]:
+            return 0
         await self.redis.set(self.keys.fitted_at, default, nx=True)
         return int(await self.redis.get(self.keys.fitted_at) or default)
 
