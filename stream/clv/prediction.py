@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import numpy as np
 import orjson
@@ -184,7 +184,12 @@ def money(value: float, decimals: int) -> Decimal:
     """A statistical estimate shown in currency: rounded once, at the edge."""
     if not math.isfinite(value):
         return Decimal(0)
-    return Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+    # the default context's 28 digits cannot hold a large estimate to the cent (a model fitted
+    # near its edge values a customer at 1e30): the largest float has 309 integer digits
+    exact = Context(prec=320 + decimals)
+    return Decimal(repr(value)).quantize(
+        Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN, context=exact
+    )
 
 
 def predict_many(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes import datasets as lifetimes_data
 
 from stream.clv import model as clv
-from stream.clv.prediction import Model, predict, prediction_doc, summary_of
+from stream.clv.prediction import Model, money, predict, prediction_doc, summary_of
 from stream.config import PredictionSettings
 from stream.core.customer import Customer, apply_order
 from stream.core.events import OrderEvent
@@ -236,3 +237,15 @@ def test_lifetime_aggregates_equal_a_batch_recount_in_any_arrival_order(
     assert c.purchase_days == len(days)
     assert c.spend == sum(a for _, _, a in orders)
     assert c.first_day_spend == sum(a for d, _, a in orders if d == first)
+
+
+@pytest.mark.parametrize("value", [1e30, 1.7976931348623157e308, -3.5e45])
+def test_a_huge_estimate_is_money_not_a_crash(value: float) -> None:
+    """A model fitted near its edge can value a customer at 1e30; the default 28 digits cannot
+    hold that to the cent, and the export crashed on it."""
+    got = money(value, 2)
+    assert got == Decimal(repr(value)) and got.as_tuple().exponent == -2
+
+
+def test_an_estimate_that_is_not_a_number_is_zero() -> None:
+    assert money(float("inf"), 2) == 0 and money(float("nan"), 0) == 0
