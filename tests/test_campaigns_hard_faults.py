@@ -17,10 +17,7 @@ from its own files: the consumer rides through, and the same holds.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +26,7 @@ import pytest
 import redis
 
 from tests.conftest import Isolated
-from tests.ports import free_ports
+from tests.rollback import OwnRedis, own_redis  # noqa: F401 (a fixture)
 from tests.support import wait_for
 from tests.test_campaigns import (
     Campaigns,
@@ -73,79 +70,6 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-class OwnRedis:
-    """A redis-server of this test's own, persisting to an append-only file in ``data``."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.data = tmp / "redis-data"
-        self.data.mkdir()
-        self.log = tmp / "redis.log"
-        (self.port,) = free_ports(1)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [
-            shutil.which("redis-server") or "redis-server",
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data),
-            "--logfile", str(self.log),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            wait_for(answers, timeout=30, what="the test's redis-server", diagnose=self.tail)
-        finally:
-            client.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def copy_data(self, to: Path) -> None:
-        """The data directory as it is now, taken while the server is stopped."""
-        os.kill(self.pid, signal.SIGSTOP)
-        try:
-            shutil.copytree(self.data, to)
-        finally:
-            os.kill(self.pid, signal.SIGCONT)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def restore(self, copy: Path) -> None:
-        shutil.rmtree(self.data)
-        shutil.copytree(copy, self.data)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
-
-
 def _moves(prefix: str, seq: int, frm: str, to: str) -> list[dict[str, object]]:
     return [change(f"{prefix}-{n}", seq, frm, to) for n in range(PER_PHASE)]
 
@@ -156,7 +80,7 @@ def test_redis_rolled_back_mid_stream_loses_no_webhook_and_repeats_share_the_key
     isolated: Isolated,
     receiver: Receiver,
     start_campaigns: Callable[..., Campaigns],  # noqa: F811
-    own_redis: OwnRedis,
+    own_redis: OwnRedis,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     settings, topics = prepare(isolated)

@@ -18,6 +18,7 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,9 +37,11 @@ from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, refresh
 from stream.shell.wiring import build_processor
 from stream.store.redis_store import RedisStore, open_store
+from stream.worker.app import Runtime
+from stream.worker.replay import Replay
 from tests.conftest import Isolated
 from tests.oracle import recompute
-from tests.rollback import Copy
+from tests.rollback import Copy, OwnRedis, own_redis  # noqa: F401 (a fixture)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,14 +85,18 @@ class Worker:
         self.topic = Topics(settings.topic_prefix).orders
         self.offset = 0
 
-    async def apply(self, events: list[dict[str, Any]]) -> None:
+    def records(self, events: list[dict[str, Any]]) -> list[Record]:
+        """The events as this worker's next records of partition 0."""
         records = []
         for e in events:
             records.append(
                 Record(self.topic, 0, self.offset, e["customer_id"].encode(), orjson.dumps(e))
             )
             self.offset += 1
-        stats = await self.processor.process(records)
+        return records
+
+    async def apply(self, events: list[dict[str, Any]]) -> None:
+        stats = await self.processor.process(self.records(events))
         assert stats.rejected == 0, stats
 
     async def close(self) -> None:
@@ -426,3 +433,67 @@ def test_outbox_entries_brought_back_are_published_again_byte_identical(
             assert await w.store.outbox_length() == 0
 
     asyncio.run(run())
+
+
+# ---- an idle worker holding a version its server lost in a restart ----------------------
+
+
+@pytest.mark.timeout(120)
+def test_an_idle_worker_reloads_what_it_cached_when_its_redis_server_restarted(
+    isolated: Isolated,
+    own_redis: OwnRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A worker that committed nothing under a lost version raised no fence, so the next
+    refresh hands out that very number again, for other edges. Redis only loses writes by
+    restarting (or by a failover to another server): the worker sees the server's run id
+    change in its positions check before the next batch and reads thresholds and model
+    again, instead of scoring by edges nobody can read. The real worker runtime's check and
+    apply, on a redis-server of the test's own, restarted from an older copy of its files."""
+
+    async def run() -> None:
+        settings = dataclasses.replace(settings_of(isolated), redis_url=own_redis.url)
+        async with workers(settings, 2) as (w, x):
+            runtime = Runtime(settings, app=None)  # type: ignore[arg-type]
+            runtime._processor, runtime._replay = w.processor, Replay(w.store)
+            kept = orders("p1", ALL, 1_000, T0)
+            await x.apply(kept)
+            assert (await refresh(x.processor)).version == 1
+            first = w.records(orders("p2", ALL[:3], 2_000, T0 + DAY))
+            assert await runtime.check(first) == {}
+            await runtime.apply(first)
+            kept += orders("p2", ALL[:3], 2_000, T0 + DAY)
+            own_redis.copy_data(tmp_path / "copy")
+
+            await x.apply(orders("lost", BIG, 900_000, T0 + 2 * DAY))
+            assert (await refresh(x.processor)).version == 2
+            assert (await w.processor.thresholds(reload=True)).version == 2  # idle: no fence
+
+            own_redis.kill()
+            own_redis.restore(tmp_path / "copy")
+            own_redis.start()
+            await wait_until_answering(x)
+            newer = orders("p3", BIG[:10], 400_000, T0 + 3 * DAY)  # other big buyers
+            await x.apply(newer)
+            kept += newer
+            republished = await refresh(x.processor)
+            assert republished.version == 2  # the lost number, other edges
+
+            later = orders("p4", ALL[3:20], 30_000, T0 + 4 * DAY)
+            records = w.records(later)
+            await runtime.check(records)
+            await runtime.apply(records)
+            kept += later
+            assert (await w.processor.thresholds()).edges == (await x.store.thresholds())[0].edges
+            await refresh(x.processor)
+            await assert_the_oracle(x.store, kept)
+
+    asyncio.run(run())
+
+
+async def wait_until_answering(worker: Worker) -> None:
+    """The server answers again (``OwnRedis.start`` waited for it); the client's first
+    command after the restart may still meet its closed connection, the next reconnects."""
+    with contextlib.suppress(redis.ConnectionError):
+        await worker.store.redis.ping()
+    assert await worker.store.redis.ping()

@@ -132,6 +132,14 @@ class Processor:
 
     # ---- context -----------------------------------------------------------------------
 
+    def forget_published(self) -> None:
+        """Drop the cached thresholds and model: the Redis server that published them
+        restarted (or another took its place) and may have come back without them, and a
+        version number it lost can be handed out again to other edges or parameters."""
+        self._thresholds = None
+        self._model = None
+        self._model_loaded = False
+
     async def thresholds(self, reload: bool = False) -> Thresholds:
         if self.settings.scoring.mode == "fixed":
             return fixed_thresholds(self.settings)

@@ -123,9 +123,12 @@ class Runtime:
         behind (``stream.worker.replay``), to read again first."""
 
         async def step() -> Rewinds:
-            await self.processor()
+            processor = await self.processor()
             assert self._replay is not None  # built with the processor
-            return await self._replay.before(records)
+            rewinds = await self._replay.before(records)
+            if self._replay.restarted:
+                processor.forget_published()
+            return rewinds
 
         return await self._until_done(records, step)
 
