@@ -10,6 +10,7 @@ rfm-classic's map on R and fm = (F + M + 1) // 2.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +123,11 @@ def test_the_lookup_shows_why_each_change_happened(
                 doc = http.get("/api/customers", params={"id": cid}).json()
                 assert doc["history"] == want, worker.tail()
                 assert doc["recent_changes"] == want
+
+            # the transition matrix counts every move, also those one commit carried together
+            flow = http.get("/api/transitions").json()
+            counted = {(m["from"], m["to"]): m["count"] for m in flow["moves"]}
+            assert counted == Counter((frm, to) for _, _, _, frm, to, _ in plan)
 
             # the cap holds in Redis too, not only in what the lookup shows
             assert client.llen(keys.history(MOVER)) == 3

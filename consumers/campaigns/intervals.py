@@ -80,4 +80,5 @@ def newcombe(k1: int, n1: int, k2: int, n2: int) -> Interval | None:
     diff = p1 - p2
     low = diff - math.sqrt((p1 - w1.low) ** 2 + (w2.high - p2) ** 2)
     high = diff + math.sqrt((w1.high - p1) ** 2 + (p2 - w2.low) ** 2)
-    return Interval(low, high)
+    # exact bounds never leave [-1, 1]; the square roots can by an ulp (13/13 vs 0/86)
+    return Interval(max(-1.0, low), min(1.0, high))

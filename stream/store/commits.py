@@ -187,6 +187,13 @@ def commit_doc(c: Commit) -> dict[str, Any]:
         doc["out"] = c.bodies
         if not c.erase:
             doc["hist"] = [history_entry(ch) for ch in c.changes]
+        moves: dict[str, int] = {}
+        for ch in c.changes:  # each move, not the commit's net one (A->B, B->C: not A->C)
+            if ch.from_segment != ch.to_segment:
+                move = f"{ch.from_segment or ''}>{ch.to_segment or ''}"
+                moves[move] = moves.get(move, 0) + 1
+        if moves:
+            doc["moves"] = {m: str(n) for m, n in moves.items()}
     if c.clock is not None:
         doc["clock"] = str(c.clock)
     if c.erase:
@@ -217,6 +224,7 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
     hist: list[str] = doc.get("hist") or []
     agg: dict[str, str] = doc.get("agg") or {}
     grid: dict[str, str] = doc.get("grid") or {}
+    moves: dict[str, str] = doc.get("moves") or {}
     ix: dict[str, Any] | None = doc.get("ix")
     seg: list[str] | None = doc.get("seg")
     flags = ("x" if ix is not None else "") + ("s" if seg is not None else "")
@@ -238,6 +246,7 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
         doc.get("clock", ""),
         doc.get("acc", ""),
         len(hist),
+        2 * len(moves),
     ]
     if ix is not None:
         member = doc["id"].encode("utf-8", "surrogatepass")
@@ -258,6 +267,8 @@ def commit_record(doc: dict[str, Any]) -> list[Any]:
     for pair in agg.items():
         record += pair
     for pair in grid.items():
+        record += pair
+    for pair in moves.items():
         record += pair
     return record
 

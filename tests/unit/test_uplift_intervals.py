@@ -84,3 +84,9 @@ def test_newcombe_at_zero_and_full_counts(k1: int, n1: int, k2: int, n2: int) ->
 
 def test_newcombe_needs_both_arms() -> None:
     assert newcombe(0, 0, 1, 3) is None
+
+
+def test_newcombe_stays_inside_minus_one_one_where_rounding_would_leave_it() -> None:
+    """All of 13 against none of 86: the square roots overshoot 1 by an ulp unclamped."""
+    mine = newcombe(13, 13, 0, 86)
+    assert mine is not None and mine.high <= 1 and mine.low >= -1

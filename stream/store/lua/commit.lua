@@ -34,10 +34,10 @@ ARGV[3]  "1" when KEYS[1] is a shard's mirror: a batch scored against a newer ve
          the mirror holds raises it (that version is published); "0" = exact match only
 ARGV[4]  how many changes a customer's segment history keeps (the oldest leave first)
 ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
-         documents was a quarter of this script's time). A record is 13 header values
+         documents was a quarter of this script's time). A record is 14 header values
            id, expected version (0 = absent), flags, #set, #del, #out, #agg, #grid,
            segment before, segment after, event clock ms, events accepted ("" = none),
-           #hist
+           #hist, #moves
          where flags holds "x" (index entries follow), "e" (erase the customer), "f" (an
          erasure: drop its older marks zset), "s" (the segment moved);
          then, with "x", per dimension r f m i its old bound, new score and new bound
@@ -48,7 +48,10 @@ ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decod
          them, as "e:<event id>" -> expiry: no key and no commands of their own), HDEL
          fields, change events to publish, their segment history entries (in seq order;
          pushed unless the record erases the customer), report deltas ("<seg>|orders" ...,
-         n) and R x F grid deltas (cell, n) as pairs. Numbers travel as decimal strings.
+         n) and R x F grid deltas (cell, n) as pairs, then the moves of its changes for the
+         transitions hash ("<from>><to>", n; one per change that moved the segment, so a
+         commit carrying A->B and B->C counts both, not A->C). Numbers travel as decimal
+         strings.
 
 Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or 0 (the
          customer changed since it was read: recompute it); {0, "thresholds"} when a
@@ -180,10 +183,11 @@ while p <= #ARGV do
   local nagg, ngrid = tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
   local seg_from, seg_to = ARGV[p + 8], ARGV[p + 9]
   local at, acc, nhist = ARGV[p + 10], ARGV[p + 11], tonumber(ARGV[p + 12])
+  local nmoves = tonumber(ARGV[p + 13])
   local indexed = string.find(flags, 'x', 1, true)
-  local ix = p + 13 -- (old bound, score, new bound) per dimension, then due, when indexed
+  local ix = p + 14 -- (old bound, score, new bound) per dimension, then due, when indexed
   local q = indexed and ix + 3 * DIMS + 1 or ix -- the first section
-  local next_record = q + nset + ndel + nout + nhist + nagg + ngrid
+  local next_record = q + nset + ndel + nout + nhist + nagg + ngrid + nmoves
   local current = tonumber(redis.call('HGET', hash, 'v') or '0')
   if current ~= tonumber(ARGV[p + 1]) then
     results[n] = 0
@@ -249,13 +253,12 @@ while p <= #ARGV do
       end
     end
     q = q + nhist
-    if nout > 0 then
-      changes = changes + nout
-      if moved then add(moves, seg_from .. '>' .. seg_to, 1) end
-    end
+    changes = changes + nout
     for i = q, q + nagg - 1, 2 do add(report, ARGV[i], tonumber(ARGV[i + 1])) end
     q = q + nagg
     for i = q, q + ngrid - 1, 2 do add(grid, ARGV[i], tonumber(ARGV[i + 1])) end
+    q = q + ngrid
+    for i = q, q + nmoves - 1, 2 do add(moves, ARGV[i], tonumber(ARGV[i + 1])) end
     if at ~= '' and (clock == nil or tonumber(at) > tonumber(clock)) then
       clock = at
     end
