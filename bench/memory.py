@@ -2,7 +2,7 @@
 
 ``INFO used_memory`` deltas would count whatever else the shared Redis does meanwhile, so
 the bench asks about its own keys instead. Every key under the namespace's prefix is
-classed by its first segment (``c`` state hash, ``h`` recent changes, ``d`` dedupe marks,
+classed by its first segment (``c`` state hash, ``h`` segment history, ``d`` dedupe marks,
 ``ix`` indexes, ``due``, ...); up to ``SAMPLE`` keys of each class are measured exactly and
 scaled to the class's key count. New kinds of per-customer key are counted without this
 module knowing them. Dedupe marks are reported apart: they expire after ``dedupe_window``
