@@ -171,6 +171,13 @@ def events_applied(client: Any, prefix: str) -> int:
     return sum(int(raw.get(k, 0)) for k in (b"accepted", b"duplicates", b"rejected"))
 
 
+def configuration_recorded(client: Any, prefix: str) -> bool:
+    """The worker's first periodic round recorded the scoring configuration. Until then a
+    round may re-score every customer as a reconfiguration (cause "reconfigure"), so a test
+    asserting another cause waits for this before it makes a customer move."""
+    return bool(client.exists(Keys(f"{prefix}:").scoring_fingerprint))
+
+
 def clock_swept(client: Any, prefix: str, *, now: int | None = None) -> bool:
     """No customer's clock-driven re-score is still due at ``now`` (default: the event
     clock, which must have started), and every committed change has left the outbox.

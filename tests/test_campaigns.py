@@ -41,7 +41,14 @@ from stream.schemes import load_scheme
 from tests.api_support import ApiServer
 from tests.conftest import Isolated
 from tests.ports import free_ports
-from tests.support import clock_swept, group_drained, produce, read_topic, wait_for
+from tests.support import (
+    clock_swept,
+    configuration_recorded,
+    group_drained,
+    produce,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -771,6 +778,12 @@ cause = ["clock"]
             lambda: int(client.hget(f"{isolated.name}:stats", "accepted") or 0) >= 3,
             timeout=60,
             what="the first orders applied",
+            diagnose=worker.tail,
+        )
+        wait_for(
+            lambda: configuration_recorded(client, isolated.name),
+            timeout=60,
+            what="the configuration recorded (else the move may be a re-configuration's)",
             diagnose=worker.tail,
         )
     # Another customer's order 75 days later moves the event clock: R drops to 1 -> at_risk.

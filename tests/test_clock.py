@@ -25,6 +25,7 @@ from tests.support import (
     WorkerProcess,
     changes_of,
     clock_swept,
+    configuration_recorded,
     events_applied,
     produce,
     wait_for,
@@ -94,6 +95,12 @@ def settle(probe: Probe, sent: int, worker: WorkerProcess) -> None:
         diagnose=worker.tail,
     )
     wait_for(probe.swept, timeout=60, what="the clock sweep", diagnose=worker.tail)
+    wait_for(
+        lambda: configuration_recorded(probe.redis, probe.iso.name),
+        timeout=60,
+        what="the configuration recorded (else a clock move may be a re-configuration's)",
+        diagnose=worker.tail,
+    )
 
 
 def test_a_customer_who_stops_buying_reaches_cant_lose_them_by_the_clock_alone(
