@@ -55,7 +55,9 @@ def seed(isolated: Isolated) -> None:
                 cid = f"cust-{n:02d}"
                 arm = CONTROL if held_out(RULE, cid) else TREATED
                 at = now - 86_400_000
-                await ledger.assign(RULE.id, cid, Assignment(arm, at, SEGMENTS[n % 2]), f"a{n}")
+                await ledger.assign(
+                    RULE.id, cid, Assignment(arm, at, SEGMENTS[n % 2]), f"a{n}", "m"
+                )
                 for k in range(draw.choice([0, 1, 1, 2] if arm == TREATED else [0, 0, 1])):
                     minor = draw.randrange(5_000, 90_000)
                     await ledger.count(cid, f"e{n}-{k}", "c", str(minor), at + 1000, f"o{n}-{k}")

@@ -96,9 +96,14 @@ class Dispatcher:
             segment = trigger.event.get("to")
         else:
             segment = await self.segment_of(trigger.customer_id)
-        now = int(time.time() * 1000)
-        assignment = Assignment(arm, now, segment if isinstance(segment, str) else None)
-        return await self.uplift.assign(rule.id, trigger.customer_id, assignment, trigger.event_id)
+        # the event's own time: a replay (Redis lost its tail) assigns at the same moment, so
+        # orders the first delivery prompted still fall after it
+        at = trigger.at_ms if trigger.at_ms is not None else int(time.time() * 1000)
+        assignment = Assignment(arm, at, segment if isinstance(segment, str) else None)
+        kind = "m" if isinstance(rule.trigger, ChangeTrigger) else "o"
+        return await self.uplift.assign(
+            rule.id, trigger.customer_id, assignment, trigger.event_id, kind
+        )
 
     async def _variant(self, trigger: Trigger, given: str | None) -> Variant | None:
         """A/B arms are sticky: the recorded arm wins even if weights were edited since."""

@@ -12,8 +12,8 @@
 - ``cmp:moves:<rule>``: hash ``<variant>|<from>|<to>`` -> segment changes of customers after
   they got that variant, so a report can tell which arm moved customers up.
 - ``cmp:measure:<rule>``, ``cmp:assign:<rule>``, ``cmp:tally:<rule>``,
-  ``cmp:counted:<rule>:<event id>``, ``cmp:bought:<rule>:<order id>``: rules with a
-  hold-out, for the uplift report (``uplift_ledger``).
+  ``cmp:marks:<rule>:<customer>``: rules with a hold-out, for the uplift report
+  (``uplift_ledger``).
 - ``cmp:positions``: hash ``<topic>:<partition>`` -> the next input offset to read, raised
   once a batch's ledger writes have landed. A Redis that lost the tail of its writes lost
   this with them, so the consumer reads that tail again (``stream.worker.replay``): what
@@ -89,11 +89,8 @@ class CampaignKeys:
     def tally(self, rule_id: str) -> str:
         return f"{self.prefix}cmp:tally:{rule_id}"
 
-    def counted(self, rule_id: str, event_id: str) -> str:
-        return f"{self.prefix}cmp:counted:{rule_id}:{event_id}"
-
-    def bought(self, rule_id: str, order_id: str) -> str:
-        return f"{self.prefix}cmp:bought:{rule_id}:{order_id}"
+    def marks(self, rule_id: str, customer_id: str) -> str:
+        return f"{self.prefix}cmp:marks:{rule_id}:{customer_id}"  # rule ids never hold ':'
 
     @property
     def measure_pattern(self) -> str:

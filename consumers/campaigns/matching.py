@@ -54,6 +54,9 @@ class Trigger:
     event_id: str
     event: Mapping[str, Any]  # becomes the webhook body
     amount: Decimal | None = None  # the order value, for order-value splits
+    # when the triggering event happened (the change's ``at``, the order's time), epoch ms:
+    # read again after a replay it is the same, unlike the clock when it is handled
+    at_ms: int | None = None
 
 
 def _ms(text: Any) -> int | None:
@@ -156,7 +159,9 @@ def change_triggers(rules: Sequence[CampaignRule], change: Change, now_ms: int) 
             and conditions_hold(rule.when, change.values)
             and fresh_enough(rule, change.at_ms, now_ms)
         ):
-            fired.append(Trigger(rule, change.customer_id, change.event_id, change.doc))
+            fired.append(
+                Trigger(rule, change.customer_id, change.event_id, change.doc, at_ms=change.at_ms)
+            )
     return fired
 
 
@@ -184,5 +189,7 @@ def order_triggers(
             and conditions_hold(rule.when, {"amount": amount})
             and fresh_enough(rule, order.occurred_at, now_ms)
         ):
-            fired.append(Trigger(rule, order.customer_id, order.event_id, doc, amount))
+            fired.append(
+                Trigger(rule, order.customer_id, order.event_id, doc, amount, order.occurred_at)
+            )
     return fired

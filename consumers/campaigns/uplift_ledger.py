@@ -4,24 +4,28 @@
   declares, written at start-up, so the report can say which window it counts.
 - ``cmp:assign:<rule>``: hash customer -> ``{"arm", "at", "segment"}`` (JSON): the arm the
   customer was put in (``control`` or the variant, ``treated`` without variants), when
-  (wall clock, epoch ms) and the segment then. ``HSETNX``: the first assignment wins.
+  (the triggering event's time, epoch ms: the same when it is read again after a replay)
+  and the segment then. ``HSETNX``: the first assignment wins.
 - ``cmp:tally:<rule>``: hash ``o|<customer>`` -> orders and ``r|<customer>`` -> revenue in
   minor units (refunds of counted orders subtract) in the rule's window after assignment,
   and ``m|<customer>`` -> the segment moves then (``from>to;...``, ``-`` for none).
-- ``cmp:counted:<rule>:<event id>``: this event was counted (or was the assigning one),
-  so an event read again (a crash before the offsets were committed, a Redis that lost
-  its tail and replays from ``cmp:positions``) never counts twice.
-- ``cmp:bought:<rule>:<order id>``: minor units of a counted order not yet refunded; a
-  completion re-sent under a new event id is not a second purchase.
+- ``cmp:marks:<rule>:<customer>``: hash ``e:<o|m>:<event id>`` -> this event was counted
+  (or was the assigning one), so an event read again (a crash before the offsets were
+  committed, a Redis that lost its tail and replays from ``cmp:positions``) never counts
+  twice; ``b:<order id>`` -> minor units of a counted order not yet refunded (``x`` once
+  refunded in full), so a completion re-sent under a new event id is not a second
+  purchase. One hash per customer, so an erasure deletes every mark with it.
 
-Each event is counted for every measured rule in one script call, so the check and the
-counts land together or not at all, before the batch raises the input positions.
+Each event is counted for every measured rule in one script call
+(``lua/count_uplift.lua``), so the check and the counts land together or not at all,
+before the batch raises the input positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import orjson
@@ -30,47 +34,7 @@ import redis.asyncio as aioredis
 from consumers.campaigns.ledger import CampaignKeys
 from consumers.campaigns.rules import CampaignRule
 
-# KEYS: four per rule (assign, tally, counted, bought). ARGV: customer, kind, value,
-# occurred ms, ttl ms, then one window (ms) per rule. kind: c completion (value: minor
-# units), r refund, f full refund, m segment move (value: "from>to").
-_COUNT = """
-local customer, kind, value = ARGV[1], ARGV[2], ARGV[3]
-local at, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local counted = 0
-for i = 0, #KEYS / 4 - 1 do
-  local assign, tally, seen, bought = KEYS[4*i+1], KEYS[4*i+2], KEYS[4*i+3], KEYS[4*i+4]
-  local given = redis.call('HGET', assign, customer)
-  if given then
-    local since = cjson.decode(given)['at']
-    if at >= since and at < since + tonumber(ARGV[6+i])
-        and redis.call('SET', seen, '1', 'NX', 'PX', ttl) then
-      counted = counted + 1
-      if kind == 'c' then
-        if redis.call('SET', bought, value, 'NX', 'PX', ttl) then
-          redis.call('HINCRBY', tally, 'o|' .. customer, 1)
-          redis.call('HINCRBY', tally, 'r|' .. customer, value)
-        end
-      elseif kind == 'm' then
-        local moves = redis.call('HGET', tally, 'm|' .. customer)
-        redis.call('HSET', tally, 'm|' .. customer, moves and (moves .. ';' .. value) or value)
-      else
-        local left = tonumber(redis.call('GET', bought) or '-1')
-        if left >= 0 then
-          local take = math.min(left, tonumber(value))
-          redis.call('HINCRBY', tally, 'r|' .. customer, -take)
-          if kind == 'f' then
-            redis.call('HINCRBY', tally, 'o|' .. customer, -1)
-            redis.call('DEL', bought)
-          else
-            redis.call('SET', bought, left - take, 'KEEPTTL')
-          end
-        end
-      end
-    end
-  end
-end
-return counted
-"""
+_COUNT = (files("consumers.campaigns") / "lua" / "count_uplift.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +97,21 @@ class UpliftLedger:
         return None if raw is None else parse_assignment(raw).arm
 
     async def assign(
-        self, rule_id: str, customer_id: str, assignment: Assignment, event_id: str
+        self,
+        rule_id: str,
+        customer_id: str,
+        assignment: Assignment,
+        event_id: str,
+        kind: str,
     ) -> bool:
         """First assignment wins (True if this was it); the assigning event itself is never
-        counted as an outcome."""
+        counted as an outcome (``kind``: ``m`` a change, ``o`` an order)."""
+        marks = self.keys.marks(rule_id, customer_id)
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hsetnx(self.keys.assignments(rule_id), customer_id, assignment_doc(assignment))
-            tx.set(self.keys.counted(rule_id, event_id), "1", nx=True, px=self.ttl_ms)
-            new, _ = await tx.execute()
+            tx.hsetnx(marks, f"e:{kind}:{event_id}", "1")
+            tx.pexpire(marks, self.ttl_ms)
+            new, _, _ = await tx.execute()
         return bool(new)
 
     async def count(
@@ -159,22 +130,26 @@ class UpliftLedger:
             keys += [
                 self.keys.assignments(rule.id),
                 self.keys.tally(rule.id),
-                self.keys.counted(rule.id, event_id),
-                self.keys.bought(rule.id, order_id),
+                self.keys.marks(rule.id, customer_id),
             ]
             windows.append(int(rule.uplift_window_s * 1000))
-        return int(
-            await self.script(
-                keys=keys, args=[customer_id, kind, value, at_ms, self.ttl_ms, *windows]
-            )
-        )
+        args: list[str | int] = [customer_id, kind, value, at_ms, self.ttl_ms, order_id, event_id]
+        args += windows
+        return int(await self.script(keys=keys, args=args))
 
     async def forget(self, customer_id: str) -> None:
-        """Erasure: the customer's assignment and tallies go (the report loses them too)."""
+        """Erasure: the customer's assignment, tallies and marks go (the report loses them
+        too), in every rule ever measured here: one whose hold-out was since set to 0, or
+        that left the rule file, still holds them."""
+        rule_ids = set(await measured_rules(self.redis, self.keys))
+        rule_ids.update(r.id for r in self.rules)
+        if not rule_ids:
+            return
         async with self.redis.pipeline(transaction=True) as tx:
-            for rule in self.rules:
-                tx.hdel(self.keys.assignments(rule.id), customer_id)
-                tx.hdel(self.keys.tally(rule.id), *(f"{k}|{customer_id}" for k in "orm"))
+            for rule_id in sorted(rule_ids):
+                tx.hdel(self.keys.assignments(rule_id), customer_id)
+                tx.hdel(self.keys.tally(rule_id), *(f"{k}|{customer_id}" for k in "orm"))
+                tx.delete(self.keys.marks(rule_id, customer_id))
             await tx.execute()
 
 

@@ -353,6 +353,16 @@ def test_order_rules_fire_on_completions_only_and_first_order_when_first() -> No
     assert fired(refund, True) == []
     [trigger] = order_triggers([first_only], order, event, first=True, decimals=2, now_ms=NOW)
     assert trigger.amount == Decimal("120.00")
+    assert trigger.at_ms == order.occurred_at  # the assignment's time, the same on a replay
+
+
+def test_a_change_trigger_carries_the_change_time_not_the_clock() -> None:
+    """Assignments are recorded at the trigger's time: read again after a Redis that lost its
+    tail, the change fires later, and orders it prompted must still fall after it."""
+    rule = one(change_rule())
+    change = decode_change(orjson.dumps(change_event(at="2027-01-15T07:59:00.250Z")))
+    [trigger] = change_triggers([rule], change, NOW + 3_600_000)
+    assert trigger.at_ms == NOW - 59_750
 
 
 # -- variants ---------------------------------------------------------------------------------
