@@ -20,8 +20,9 @@ import redis
 from stream.kafka import ensure_topics
 from stream.kafka.topics import Topics
 from stream.shell.processor import wall_ms
+from stream.store.history import segment_history
 from stream.store.keys import Keys
-from tests.api_support import ApiServer, erasure, order, refund
+from tests.api_support import ApiServer, erasure, order, refund, score_events
 from tests.conftest import Isolated
 from tests.support import WorkerProcess, changes_of, events_applied, produce, wait_for
 from tests.test_erasure_traces import keyed, outbox_empty, traces
@@ -156,3 +157,33 @@ def _befores(plan: list[Any]) -> list[dict[str, Any] | None]:
         out.append(last.get(cid))
         last[cid] = after
     return out
+
+
+def test_an_erasure_mid_batch_takes_the_history_with_it(isolated: Isolated) -> None:
+    """Erased, then buying again in the same batch: the customer starts anew, with a history
+    of its own only, exactly as when the erasure had a batch to itself."""
+    settings = isolated.settings()
+    topics = Topics(settings.topic_prefix)
+    keys = Keys(settings.key_prefix)
+    t0 = wall_ms() - 24 * HOUR
+    events = [
+        (topics.orders, order(0, MOVER, 5_000, t0)),
+        (topics.orders, order(1, MOVER, 900_000, t0 + HOUR)),
+        (topics.erasure, erasure(MOVER, t0 + 2 * HOUR)),  # the second batch: the erasure ...
+        (topics.orders, order(2, MOVER, 5_000, t0 + 3 * HOUR)),  # ... then a new order
+    ]
+    published = score_events(settings, events, batch=2)
+    assert [c["cause"] for c in published if c["customer_id"] == MOVER][-2:] == [
+        "erasure",
+        "order",
+    ]
+    client = redis.Redis.from_url(isolated.infra.redis_url)
+    try:
+        lines = client.lrange(keys.history(MOVER), 0, -1)
+        assert not [line for line in lines if b"evt-o0" in line or b"evt-o1" in line], lines
+        kept = segment_history(lines, {}, 50)
+        assert [(h["seq"], h["cause"], h["trigger_event_id"]) for h in kept] == [
+            (1, "order", "evt-o2")
+        ], lines
+    finally:
+        client.close()

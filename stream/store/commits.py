@@ -186,7 +186,13 @@ def commit_doc(c: Commit) -> dict[str, Any]:
     if c.changes:
         doc["out"] = c.bodies
         if not c.erase:
-            doc["hist"] = [history_entry(ch) for ch in c.changes]
+            # after an erasure in the batch, only the new customer's changes: the erasure's
+            # own change is published but not kept, and what came before it goes with it
+            start = 0
+            for n, ch in enumerate(c.changes):
+                if ch.cause == "erasure":
+                    start = n + 1
+            doc["hist"] = [history_entry(ch) for ch in c.changes[start:]]
         moves: dict[str, int] = {}
         for ch in c.changes:  # each move, not the commit's net one (A->B, B->C: not A->C)
             if ch.from_segment != ch.to_segment:

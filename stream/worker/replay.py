@@ -52,8 +52,9 @@ class Replay:
         self.store = store
         self.ledger = Ledger(store.keys.shards)
         self.runs: list[bytes] = []  # each shard's server as the last check found it
-        # set by ``before`` when a shard's server is not the one the previous check found:
-        # it restarted or failed over, and may have lost what this process cached from it
+        # set by ``before`` when a shard's server is not the one the previous check found
+        # (it restarted or failed over, and may have lost what this process cached from it),
+        # and at the first check: the periodic round may have cached from a server since gone
         self.restarted = False
 
     def forget(self) -> None:
@@ -66,7 +67,7 @@ class Replay:
         fields = {tp: field_of(*tp) for tp in ranges}
         previous = self.runs
         stored, self.runs = await self.store.positions(list(fields.values()))
-        self.restarted = bool(previous) and previous != self.runs
+        self.restarted = previous != self.runs
         out: Rewinds = {}
         for tp, (first, _end) in ranges.items():
             target = self.ledger.check(fields[tp], stored[fields[tp]], first)

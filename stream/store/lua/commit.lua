@@ -39,7 +39,8 @@ ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decod
            segment before, segment after, event clock ms, events accepted ("" = none),
            #hist, #moves
          where flags holds "x" (index entries follow), "e" (erase the customer), "f" (an
-         erasure: drop its older marks zset), "s" (the segment moved);
+         erasure: drop its older marks zset and its segment history), "s" (the segment
+         moved);
          then, with "x", per dimension r f m i its old bound, new score and new bound
          ("" = no entry; the old bound comes from the hash's "x" field, which the same
          record rewrites) and its due score ("" removes the entry); without "x" they stay
@@ -193,7 +194,9 @@ while p <= #ARGV do
     results[n] = 0
   else
     if string.find(flags, 'f', 1, true) then
-      redis.call('DEL', marks)
+      -- an erasure: what the erased customer left goes, also when newer events follow it
+      -- in the batch (the customer then starts again, with a history of its own)
+      redis.call('DEL', marks, history)
     end
     local erased = string.find(flags, 'e', 1, true)
     if erased then
