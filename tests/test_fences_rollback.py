@@ -456,6 +456,7 @@ def test_an_idle_worker_reloads_what_it_cached_when_its_redis_server_restarted(
         async with workers(settings, 2) as (w, x):
             runtime = Runtime(settings, app=None)  # type: ignore[arg-type]
             runtime._processor, runtime._replay = w.processor, Replay(w.store)
+            runtime._store = w.store
             kept = orders("p1", ALL, 1_000, T0)
             await x.apply(kept)
             assert (await refresh(x.processor)).version == 1
@@ -497,3 +498,31 @@ async def wait_until_answering(worker: Worker) -> None:
     with contextlib.suppress(redis.ConnectionError):
         await worker.store.redis.ping()
     assert await worker.store.redis.ping()
+
+
+def test_a_batch_meets_a_restarted_server_and_is_read_again_not_applied(
+    isolated: Isolated,
+) -> None:
+    """Between the batch's positions check and its commits the server changed (a restart
+    from an older copy, a failover: redis-py reconnects on its own). Applied there, the
+    batch would come on top of a state missing what came before it, out of order; its
+    commits are refused instead and every partition of it is read again from its start."""
+
+    async def run() -> None:
+        settings = settings_of(isolated)
+        async with workers(settings, 1) as (w,):
+            runtime = Runtime(settings, app=None)  # type: ignore[arg-type]
+            runtime._processor, runtime._replay = w.processor, Replay(w.store)
+            runtime._store = w.store
+            records = w.records(orders("p1", ALL[:5], 1_000, T0))
+            assert await runtime.check(records) == {}
+            runtime._replay.runs = [b"0" * 40]  # what the check read: another server
+            again = await runtime.apply(records)
+            assert again == {(records[0].topic, 0): records[0].offset}
+            assert [await w.store.customer(cid) for cid in ALL[:5]] == [None] * 5
+            assert w.out.messages == []
+            assert await runtime.check(records) == {}  # the same server since: it applies
+            assert await runtime.apply(records) == {}
+            assert all([await w.store.customer(cid) for cid in ALL[:5]])
+
+    asyncio.run(run())

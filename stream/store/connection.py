@@ -44,6 +44,9 @@ class StorePart:
     keys: Keys
     scripts: Scripts
     history_length: int  # changes a customer's segment history keeps (store.segment_history)
+    # each shard's server run id as the worker's positions check read it before the batch
+    # being applied (empty: commits are not checked); see commit.lua ARGV[5]
+    servers: list[bytes]
 
     def by_shard(self, ids: Iterable[str]) -> dict[int, list[str]]:
         """``ids`` grouped by the shard that holds each, in their order."""

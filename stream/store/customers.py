@@ -30,6 +30,12 @@ from stream.store.outbox import outbox_id
 COMMIT_CHUNK = 500  # customers per script call: bounds how long one call blocks Redis
 
 
+class ServerRestarted(RuntimeError):
+    """A commit met a Redis server other than the one the batch's positions check read: it
+    restarted (or a replica took over) and may have lost what came before the batch, so the
+    batch is not applied there; the worker reads its input again from the positions."""
+
+
 class CustomerStates(StorePart):
     async def load(self, wanted: Mapping[str, Sequence[str]]) -> dict[str, Loaded]:
         """Customers by id, each with the subset of the given event ids already applied."""
@@ -123,7 +129,8 @@ class CustomerStates(StorePart):
             for start in range(0, len(members), COMMIT_CHUNK):
                 chunk = members[start : start + COMMIT_CHUNK]
                 keys = list(fixed)
-                args = [*versions, rising, self.history_length]
+                server = self.servers[shard] if self.servers else b""
+                args = [*versions, rising, self.history_length, server]
                 for i in chunk:
                     cid = commits[i].customer.customer_id
                     keys += (k.customer(cid), k.applied(cid), k.history(cid), k.due_of(cid))
@@ -135,6 +142,8 @@ class CustomerStates(StorePart):
             chunks, await self.scripts.run(self.scripts.commit, calls), strict=True
         ):
             if int(reply[0]) != 1:
+                if reply[1] in (b"restarted", "restarted"):
+                    raise ServerRestarted(f"shard {shard}: its Redis server changed")
                 continue
             entry = outbox_id(k, shard, reply[2]) if reply[2] else None
             for i, one in zip(chunk, reply[1], strict=True):

@@ -43,6 +43,7 @@ class RedisStore(CustomerStates, Indexes, Publication, Aggregates, Outbox, Posit
 
     def __post_init__(self) -> None:
         self.scripts = Scripts(self.redis)
+        self.servers = []
 
     async def aclose(self) -> None:
         await self.redis.aclose()

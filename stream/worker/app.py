@@ -35,9 +35,10 @@ from stream.shell.processor import Processor, wall_ms
 from stream.shell.refit import refit
 from stream.shell.refresh import LeaseBusy, reconfigure, refresh, sweep_clock
 from stream.shell.wiring import build_processor
-from stream.store.redis_store import open_store
+from stream.store.customers import ServerRestarted
+from stream.store.redis_store import RedisStore, open_store
 from stream.worker.faust_patches import AgentEvents, App, FastConsumer, Worker
-from stream.worker.replay import Replay, Rewinds
+from stream.worker.replay import Replay, Rewinds, ranges
 from stream.worker.tuning import tune_gc, use_uvloop
 
 log = logging.getLogger("rfm.worker")
@@ -61,6 +62,7 @@ class Runtime:
         self.batches: Batches | None = None  # the agent's, once it runs
         self._rounds: asyncio.Task[None] | None = None
         self._replay: Replay | None = None
+        self._store: RedisStore | None = None  # the processor's, to fence its commits
 
     async def processor(self) -> Processor:
         """Changes and dead letters go out through our own batching aiokafka producer:
@@ -82,6 +84,7 @@ class Runtime:
         self._publisher = publisher
         store = open_store(s)
         processor = build_processor(s, publisher, store)
+        self._store = store
         self._replay = Replay(store)
         log.info("core: %s", "compiled (stream.native)" if native.active() else "plain Python")
         return processor
@@ -134,15 +137,26 @@ class Runtime:
 
     async def apply(self, records: list[Record]) -> Rewinds:
         """Apply ``records``, then advance their input positions in Redis; returns the
-        partitions found behind (Redis lost writes meanwhile), to read again."""
+        partitions found behind (Redis lost writes meanwhile), to read again. Commits land
+        only on the servers the check before the batch read: one that restarted meanwhile
+        refuses them, and every partition of the batch is read again from where Redis
+        holds it (what did land before is deduplicated)."""
         applied = False
 
         async def step() -> Rewinds:
             nonlocal applied
-            if not applied:
-                await (await self.processor()).process(records)
-                applied = True
+            processor = await self.processor()
             assert self._replay is not None
+            if not applied:
+                assert self._store is not None  # built with the processor
+                self._store.servers = self._replay.runs
+                try:
+                    await processor.process(records)
+                except ServerRestarted:
+                    return await self._read_again(processor, records)
+                finally:
+                    self._store.servers = []
+                applied = True
             return await self._replay.after(records)
 
         rewinds = await self._until_done(records, step)
@@ -150,6 +164,15 @@ class Runtime:
             log.warning("recovered: batch applied")
         self.healthy = True
         return rewinds
+
+    async def _read_again(self, processor: Processor, records: list[Record]) -> Rewinds:
+        """Every partition of ``records`` from its first offset, or from the position Redis
+        holds if that is lower."""
+        assert self._replay is not None
+        behind = await self._replay.before(records)
+        processor.forget_published()
+        log.warning("a Redis server restarted under a batch: reading it again")
+        return {tp: min(first, behind.get(tp, first)) for tp, (first, _) in ranges(records).items()}
 
     async def _until_done(self, records: list[Record], step: Callable[[], Awaitable[T]]) -> T:
         """``step`` retried until it succeeds: Redis/Kafka trouble never drops a batch, and

@@ -31,7 +31,7 @@ class Record(Protocol):
     def offset(self) -> int: ...
 
 
-def _ranges(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
+def ranges(records: Sequence[Record]) -> dict[tuple[str, int], tuple[int, int]]:
     """Per partition of ``records``: its lowest offset and its highest plus one."""
     bounds: dict[tuple[str, int], list[int]] = {}
     for r in records:
@@ -63,13 +63,13 @@ class Replay:
 
     async def before(self, records: Sequence[Record]) -> Rewinds:
         """The partitions of ``records`` to read again, and from where, before applying."""
-        ranges = _ranges(records)
-        fields = {tp: field_of(*tp) for tp in ranges}
+        spans = ranges(records)
+        fields = {tp: field_of(*tp) for tp in spans}
         previous = self.runs
         stored, self.runs = await self.store.positions(list(fields.values()))
         self.restarted = previous != self.runs
         out: Rewinds = {}
-        for tp, (first, _end) in ranges.items():
+        for tp, (first, _end) in spans.items():
             target = self.ledger.check(fields[tp], stored[fields[tp]], first)
             if target is not None:
                 out[tp] = target
@@ -78,14 +78,14 @@ class Replay:
     async def after(self, records: Sequence[Record]) -> Rewinds:
         """Once ``records`` (checked by ``before``) are applied: advance every shard; the
         partitions some shard refused (it lost writes, or restarted, since), to read again."""
-        ranges = _ranges(records)
-        fields = {tp: field_of(*tp) for tp in ranges}
+        spans = ranges(records)
+        fields = {tp: field_of(*tp) for tp in spans}
         expected = {}
         for field in fields.values():
             known = self.ledger.expected(field)
             if known is not None:
                 expected[field] = known
-        new = {fields[tp]: end for tp, (_first, end) in ranges.items()}
+        new = {fields[tp]: end for tp, (_first, end) in spans.items()}
         behind = await self.store.advance_positions(self.runs, expected, new)
         out: Rewinds = {}
         for tp, field in fields.items():

@@ -33,7 +33,11 @@ ARGV[2]  CLV model version the churn flags depend on ("-1" = do not check)
 ARGV[3]  "1" when KEYS[1] is a shard's mirror: a batch scored against a newer version than
          the mirror holds raises it (that version is published); "0" = exact match only
 ARGV[4]  how many changes a customer's segment history keeps (the oldest leave first)
-ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
+ARGV[5]  the server's run id as the worker's positions check read it before the batch
+         ("" = do not check): a server that restarted since (or a replica that took over)
+         may have lost what came before the batch, and applying the batch on top of that
+         would apply its events out of order; the worker reads its input again instead
+ARGV[6..] one record per customer, in KEYS order, flat (no JSON to decode: decoding the
          documents was a quarter of this script's time). A record is 14 header values
            id, expected version (0 = absent), flags, #set, #del, #out, #agg, #grid,
            segment before, segment after, event clock ms, events accepted ("" = none),
@@ -56,7 +60,8 @@ ARGV[5..] one record per customer, in KEYS order, flat (no JSON to decode: decod
 
 Returns  {1, {result, ...}, outbox entry id or false} with result 1 (applied) or 0 (the
          customer changed since it was read: recompute it); {0, "thresholds"} when a
-         refresh (or a model fit) published a newer version: nothing was applied. The
+         refresh (or a model fit) published a newer version, {0, "restarted"} when the
+         server is not the one ARGV[5] names: nothing was applied in either case. The
          call's changes share one outbox entry (fields c<k>, e<k>: customer, change): one
          XADD per call, not one per change, which was a tenth of this script's time.
          All KEYS share one hash tag when sharded, so the call stays in one cluster slot.
@@ -84,6 +89,9 @@ local function fenced(field, wanted)
     return true
   end
   return false
+end
+if ARGV[5] ~= '' and ARGV[5] ~= string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') then
+  return {0, 'restarted'}
 end
 if not fenced('v', ARGV[1]) or not fenced('mv', ARGV[2]) then
   return {0, 'thresholds'}
@@ -173,7 +181,7 @@ local older_ix = {}
 for d = 1, DIMS do older_ix[d] = redis.call('EXISTS', KEYS[3 + d]) == 1 end
 local older_due = redis.call('EXISTS', KEYS[8]) == 1
 local keep = tonumber(ARGV[4])
-local p = 5 -- the next record's first value
+local p = 6 -- the next record's first value
 local n = 0
 while p <= #ARGV do
   n = n + 1
